@@ -1,0 +1,153 @@
+# notifyd: one plain GNU Makefile for every program, test and install step.
+#
+#   make            build every program into bin/
+#   make deps       install the Debian packages the build, tests and run need
+#   make run        build and run the system locally (private redis if needed)
+#   make test       unit + end-to-end tests (installs deps first)
+#   make check      the tests once more under ASan+UBSan
+#   make bench      benchmarks (figures, not pass/fail)
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make SANITIZER=address|undefined|address,undefined ...
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+VERSION := 0.1.0
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+PKG_CONFIG ?= pkg-config
+# Debian's python3 has pytest and websockets; a python3 earlier on PATH may not.
+PYTHON ?= /usr/bin/python3
+
+# Debian 12's wslay and libev ship no .pc file: plain -l flags there.
+PKGS      := hiredis jansson libjwt libmicrohttpd
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+
+NT_CFLAGS := -std=c11 -D_GNU_SOURCE -DNT_VERSION='"$(VERSION)"' \
+	-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wno-unused-parameter -Ilib $(PKG_CFLAGS) -MMD -MP
+NT_LDFLAGS :=
+NT_LIBS   := -Wl,--as-needed $(PKG_LIBS) -lwslay -lev -lpthread -lm
+
+ifneq ($(SANITIZER),)
+SAN_FLAGS := -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-pointer
+NT_CFLAGS += $(SAN_FLAGS)
+NT_LDFLAGS += $(SAN_FLAGS)
+BUILD := build/san
+else
+BUILD := build/plain
+endif
+
+ALL_CFLAGS  = $(CFLAGS) $(NT_CFLAGS)
+ALL_LDFLAGS = $(LDFLAGS) $(NT_LDFLAGS)
+
+LIB_SRCS := $(wildcard lib/*.c)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIBNT    := $(BUILD)/libnotifyd.a
+
+PROGS := notifyd-ws notifyd-api notify-send notify-tail
+# A program is built once its folder has a main.c.
+BUILT_PROGS := $(foreach p,$(PROGS),$(if $(wildcard $(p)/main.c),$(p)))
+BINS := $(BUILT_PROGS:%=bin/%)
+
+# Web assets (browser client, demo page) are compiled into notifyd-ws.
+WEB_ASSETS := $(wildcard clients/js/*.js clients/js/*.d.ts clients/js/*.html clients/js/*.css)
+ASSETS_C   := build/web_assets.c
+
+UNIT_SRCS  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+MANPAGES := $(wildcard man/*.[1-8])
+
+.PHONY: all deps run test check unit e2e bench install uninstall clean lint-man
+
+all: $(BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(LIBNT): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(ASSETS_C): $(WEB_ASSETS) tools/embed-assets.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed-assets.sh $(WEB_ASSETS) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/build/web_assets.o: ALL_CFLAGS += -Inotifyd-ws
+$(BUILD)/build/web_assets.o: $(ASSETS_C)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# One rule per program: every .c in its folder, plus the shared library.
+define PROG_template
+$(1)_OBJS := $$(patsubst %.c,$$(BUILD)/%.o,$$(wildcard $(1)/*.c))
+$(BUILD)/bin/$(1): $$($(1)_OBJS) $$(if $$(filter notifyd-ws,$(1)),$$(BUILD)/build/web_assets.o) $$(LIBNT)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(ALL_LDFLAGS) -o $$@ $$^ $$(NT_LIBS)
+bin/$(1): $(BUILD)/bin/$(1)
+	@mkdir -p bin
+	cp $$< $$@
+endef
+$(foreach p,$(BUILT_PROGS),$(eval $(call PROG_template,$(p))))
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIBNT)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBNT) $(NT_LIBS) -lcmocka
+
+deps:
+	sh tools/deps.sh
+
+unit: $(UNIT_BINS)
+	@fail=0; pass=0; for t in $(UNIT_BINS); do \
+		if $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); echo "FAILED: $$t"; fi; \
+	done; echo "unit: $$pass passed, $$fail failed"; test $$fail -eq 0
+
+e2e: all
+	NOTIFYD_BIN=$(CURDIR)/bin $(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+# The one command CI and newcomers run.
+test: deps
+	$(MAKE) all
+	$(MAKE) lint-man
+	$(MAKE) unit
+	$(MAKE) e2e
+
+# Sanitizer builds go to build/san and bin/ is rebuilt from them.
+check: deps
+	$(MAKE) clean-bin
+	$(MAKE) SANITIZER=address,undefined all unit
+	$(MAKE) SANITIZER=address,undefined e2e
+	$(MAKE) clean-bin
+
+.PHONY: clean-bin
+clean-bin:
+	rm -f $(BINS)
+
+lint-man:
+	@for m in $(MANPAGES); do mandoc -Tlint -W warning $$m || exit 1; done; echo "man pages lint clean"
+
+run: deps all
+	sh bin/notifyd-run
+
+bench: deps all
+	sh tools/bench.sh
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
+	install -m 755 $(BINS) $(DESTDIR)$(BINDIR)
+	for m in $(MANPAGES); do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s; done
+
+uninstall:
+	for b in $(BUILT_PROGS); do rm -f $(DESTDIR)$(BINDIR)/$$b; done
+	for m in $(MANPAGES); do s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m#man/}; done
+
+clean:
+	rm -rf build $(BINS)
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -15,7 +15,7 @@
 
 struct nt_jwt_config {
 	const char *alg;       /* "HS256", "HS384", "HS512", "RS256", "ES256" ... */
-	const char *key_file;  /* HS*: shared secret; RS*/ES*: PEM public key */
+	const char *key_file;  /* HS: shared secret; RS, ES: PEM public key */
 	const char *issuer;    /* NULL: not checked */
 	const char *audience;  /* NULL: not checked */
 	long        leeway_s;  /* allowed clock skew for exp/nbf */

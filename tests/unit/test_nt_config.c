@@ -1,0 +1,193 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "nt_config.h"
+
+static void
+redis_url_tcp_defaults(void **state)
+{
+	struct nt_redis_url u;
+	char err[256];
+
+	assert_int_equal(nt_redis_url_parse("redis://localhost", &u, err, sizeof(err)), 0);
+	assert_int_equal(u.is_unix, 0);
+	assert_string_equal(u.host, "localhost");
+	assert_int_equal(u.port, 6379);
+	assert_int_equal(u.db, 0);
+	assert_string_equal(u.password, "");
+}
+
+static void
+redis_url_full(void **state)
+{
+	struct nt_redis_url u;
+	char err[256];
+
+	assert_int_equal(nt_redis_url_parse("redis://:s%40cret@10.1.2.3:6380/4", &u, err, sizeof(err)), 0);
+	assert_string_equal(u.host, "10.1.2.3");
+	assert_int_equal(u.port, 6380);
+	assert_int_equal(u.db, 4);
+	assert_string_equal(u.username, "");
+	assert_string_equal(u.password, "s@cret");
+
+	assert_int_equal(nt_redis_url_parse("redis://bob:pw@[::1]:7000", &u, err, sizeof(err)), 0);
+	assert_string_equal(u.host, "::1");
+	assert_int_equal(u.port, 7000);
+	assert_string_equal(u.username, "bob");
+	assert_string_equal(u.password, "pw");
+
+	assert_int_equal(nt_redis_url_parse("redis://pw@h", &u, err, sizeof(err)), 0);
+	assert_string_equal(u.password, "pw");
+}
+
+static void
+redis_url_unix(void **state)
+{
+	struct nt_redis_url u;
+	char err[256];
+
+	assert_int_equal(nt_redis_url_parse("unix:///run/redis.sock", &u, err, sizeof(err)), 0);
+	assert_int_equal(u.is_unix, 1);
+	assert_string_equal(u.path, "/run/redis.sock");
+	assert_int_equal(nt_redis_url_parse("unix:///run/redis.sock?db=2", &u, err, sizeof(err)), 0);
+	assert_int_equal(u.db, 2);
+}
+
+static void
+redis_url_rejects(void **state)
+{
+	static const char *bad[] = {
+		"", "http://x", "redis://", "redis://h:0", "redis://h:70000",
+		"redis://h:12ab", "redis://h/notanumber", "unix://relative",
+		"unix:///s?db=x", "redis://[::1", NULL,
+	};
+	struct nt_redis_url u;
+	char err[256];
+
+	for (int i = 0; bad[i]; i++) {
+		err[0] = '\0';
+		assert_int_equal(nt_redis_url_parse(bad[i], &u, err, sizeof(err)), -1);
+		assert_true(strlen(err) > 0);
+		assert_null(strchr(err, '\n'));
+	}
+}
+
+static void
+hostport(void **state)
+{
+	char host[64], err[128];
+	int port;
+
+	assert_int_equal(nt_hostport_parse("127.0.0.1:8080", host, sizeof(host), &port, err, sizeof(err)), 0);
+	assert_string_equal(host, "127.0.0.1");
+	assert_int_equal(port, 8080);
+	assert_int_equal(nt_hostport_parse("[::1]:9", host, sizeof(host), &port, err, sizeof(err)), 0);
+	assert_string_equal(host, "::1");
+	assert_int_equal(nt_hostport_parse("nohost", host, sizeof(host), &port, err, sizeof(err)), -1);
+	assert_int_equal(nt_hostport_parse(":80", host, sizeof(host), &port, err, sizeof(err)), -1);
+	assert_int_equal(nt_hostport_parse("h:99999", host, sizeof(host), &port, err, sizeof(err)), -1);
+}
+
+static void
+sizes_and_durations(void **state)
+{
+	size_t sz;
+	uint64_t ms, v;
+
+	assert_int_equal(nt_size_parse("64k", &sz), 0);
+	assert_int_equal(sz, 65536);
+	assert_int_equal(nt_size_parse("1M", &sz), 0);
+	assert_int_equal(sz, 1048576);
+	assert_int_equal(nt_size_parse("12", &sz), 0);
+	assert_int_equal(sz, 12);
+	assert_int_equal(nt_size_parse("-1", &sz), -1);
+	assert_int_equal(nt_size_parse("1x", &sz), -1);
+	assert_int_equal(nt_size_parse("99999999999999999999G", &sz), -1);
+
+	assert_int_equal(nt_duration_ms_parse("500ms", &ms), 0);
+	assert_int_equal(ms, 500);
+	assert_int_equal(nt_duration_ms_parse("10", &ms), 0);
+	assert_int_equal(ms, 10000);
+	assert_int_equal(nt_duration_ms_parse("2m", &ms), 0);
+	assert_int_equal(ms, 120000);
+	assert_int_equal(nt_duration_ms_parse("7d", &ms), 0);
+	assert_int_equal(ms, 7ULL * 86400 * 1000);
+	assert_int_equal(nt_duration_ms_parse("1w", &ms), -1);
+	assert_int_equal(nt_duration_ms_parse("", &ms), -1);
+
+	assert_int_equal(nt_u64_parse("42", 1, 100, &v), 0);
+	assert_int_equal(v, 42);
+	assert_int_equal(nt_u64_parse("0", 1, 100, &v), -1);
+	assert_int_equal(nt_u64_parse("+5", 0, 100, &v), -1);
+	assert_int_equal(nt_u64_parse(" 5", 0, 100, &v), -1);
+}
+
+static void
+env_fallback(void **state)
+{
+	unsetenv("NT_TEST_VAR");
+	assert_string_equal(nt_env_or(NULL, "NT_TEST_VAR", "dflt"), "dflt");
+	setenv("NT_TEST_VAR", "", 1);
+	assert_string_equal(nt_env_or(NULL, "NT_TEST_VAR", "dflt"), "dflt");
+	setenv("NT_TEST_VAR", "env", 1);
+	assert_string_equal(nt_env_or(NULL, "NT_TEST_VAR", "dflt"), "env");
+	assert_string_equal(nt_env_or("flag", "NT_TEST_VAR", "dflt"), "flag");
+	unsetenv("NT_TEST_VAR");
+}
+
+static void
+prefix_rules(void **state)
+{
+	char err[128];
+
+	assert_int_equal(nt_prefix_valid("", err, sizeof(err)), 0);
+	assert_int_equal(nt_prefix_valid("app1:", err, sizeof(err)), 0);
+	assert_int_equal(nt_prefix_valid("a b", err, sizeof(err)), -1);
+	assert_int_equal(nt_prefix_valid("x*", err, sizeof(err)), -1);
+}
+
+static void
+file_read(void **state)
+{
+	char path[] = "/tmp/nt_test_XXXXXX", err[256];
+	size_t len;
+	char *s;
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "secret\n", 7), 7);
+	close(fd);
+	s = nt_file_read(path, 100, &len, err, sizeof(err));
+	assert_non_null(s);
+	assert_int_equal(len, 7);
+	assert_string_equal(s, "secret\n");
+	free(s);
+	assert_null(nt_file_read(path, 3, &len, err, sizeof(err)));
+	unlink(path);
+	assert_null(nt_file_read(path, 100, &len, err, sizeof(err)));
+	assert_non_null(strstr(err, path));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(redis_url_tcp_defaults),
+		cmocka_unit_test(redis_url_full),
+		cmocka_unit_test(redis_url_unix),
+		cmocka_unit_test(redis_url_rejects),
+		cmocka_unit_test(hostport),
+		cmocka_unit_test(sizes_and_durations),
+		cmocka_unit_test(env_fallback),
+		cmocka_unit_test(prefix_rules),
+		cmocka_unit_test(file_read),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -286,9 +286,12 @@ nt_redis_url_parse(const char *url, struct nt_redis_url *out, char *err,
 		return -1;
 	}
 	if (hostport[0] == '[' || strchr(hostport, ':') != NULL) {
+		char why[256];
 		if (nt_hostport_parse(hostport, out->host, sizeof(out->host),
-		    &out->port, err, errlen) < 0)
+		    &out->port, why, sizeof(why)) < 0) {
+			SET_ERR("bad redis URL: %s", why);
 			return -1;
+		}
 	} else if (copy_n(out->host, sizeof(out->host), hostport,
 	    strlen(hostport)) < 0) {
 		SET_ERR("bad redis URL: host too long");

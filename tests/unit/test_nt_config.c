@@ -76,6 +76,8 @@ redis_url_rejects(void **state)
 		assert_int_equal(nt_redis_url_parse(bad[i], &u, err, sizeof(err)), -1);
 		assert_true(strlen(err) > 0);
 		assert_null(strchr(err, '\n'));
+		/* Every reason names what was wrong: the redis URL. */
+		assert_non_null(strstr(err, "redis URL"));
 	}
 }
 

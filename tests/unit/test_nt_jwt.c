@@ -1,0 +1,641 @@
+/*
+ * Unit tests of nt_jwt. Tokens are minted here with libjwt's encoder (or
+ * written by hand where libjwt would refuse, e.g. alg "none"); RSA and EC
+ * key pairs are generated with the openssl CLI into a temporary directory
+ * once per run, so no key material lives in the repository.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <jwt.h>
+
+#include "nt_config.h"
+#include "nt_jwt.h"
+
+static char tmpdir[] = "/tmp/nt_jwt_test.XXXXXX";
+static time_t now;
+
+/* Key pair files generated in group setup. */
+static char rsa_priv[256], rsa_pub[256], ec_priv[256], ec_pub[256];
+static char *rsa_priv_pem, *rsa_pub_pem, *ec_priv_pem;
+
+static void
+path_in_tmp(char *out, size_t n, const char *name)
+{
+	snprintf(out, n, "%s/%s", tmpdir, name);
+}
+
+static void
+write_file(const char *path, const char *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+static char *
+read_file(const char *path)
+{
+	char err[256];
+	char *s = nt_file_read(path, 65536, NULL, err, sizeof(err));
+
+	if (s == NULL)
+		fprintf(stderr, "%s\n", err);
+	return s;
+}
+
+static int
+sh(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd);
+}
+
+static int
+group_setup(void **state)
+{
+	if (mkdtemp(tmpdir) == NULL)
+		return -1;
+	path_in_tmp(rsa_priv, sizeof(rsa_priv), "test-rsa-private.pem");
+	path_in_tmp(rsa_pub, sizeof(rsa_pub), "test-rsa-public.pem");
+	path_in_tmp(ec_priv, sizeof(ec_priv), "test-ec-private.pem");
+	path_in_tmp(ec_pub, sizeof(ec_pub), "test-ec-public.pem");
+	if (sh("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 "
+	    "-out %s 2>/dev/null && openssl pkey -in %s -pubout -out %s "
+	    "2>/dev/null", rsa_priv, rsa_priv, rsa_pub) != 0)
+		return -1;
+	if (sh("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
+	    "-out %s 2>/dev/null && openssl pkey -in %s -pubout -out %s "
+	    "2>/dev/null", ec_priv, ec_priv, ec_pub) != 0)
+		return -1;
+	rsa_priv_pem = read_file(rsa_priv);
+	rsa_pub_pem = read_file(rsa_pub);
+	ec_priv_pem = read_file(ec_priv);
+	now = time(NULL);
+	return rsa_priv_pem && rsa_pub_pem && ec_priv_pem ? 0 : -1;
+}
+
+static int
+group_teardown(void **state)
+{
+	free(rsa_priv_pem);
+	free(rsa_pub_pem);
+	free(ec_priv_pem);
+	sh("rm -rf %s", tmpdir);
+	return 0;
+}
+
+/* A token with the given claims (a JSON object) signed by alg/key. */
+static char *
+mint(jwt_alg_t alg, const char *key, size_t keylen, const char *claims)
+{
+	jwt_t *jwt = NULL;
+	char *tok;
+
+	assert_int_equal(jwt_new(&jwt), 0);
+	if (claims != NULL)
+		assert_int_equal(jwt_add_grants_json(jwt, claims), 0);
+	assert_int_equal(jwt_set_alg(jwt, alg, (const unsigned char *)key,
+	    (int)keylen), 0);
+	tok = jwt_encode_str(jwt);
+	assert_non_null(tok);
+	jwt_free(jwt);
+	return tok;
+}
+
+static char *
+mint_hs(const char *secret, const char *claims)
+{
+	return mint(JWT_ALG_HS256, secret, strlen(secret), claims);
+}
+
+/* An HS256 verifier from a secret written to a file. */
+static struct nt_jwt_verifier *
+hs_verifier(const char *secret, long leeway, const char *iss, const char *aud)
+{
+	struct nt_jwt_config cfg = { "HS256", NULL, iss, aud, leeway };
+	struct nt_jwt_verifier *v = NULL;
+	char path[256], err[256];
+
+	path_in_tmp(path, sizeof(path), "secret");
+	write_file(path, secret, strlen(secret));
+	cfg.key_file = path;
+	if (nt_jwt_verifier_new(&cfg, &v, err, sizeof(err)) != 0)
+		fail_msg("verifier_new: %s", err);
+	return v;
+}
+
+/*
+ * Verify and check the outcome; on failure, check that the reason says
+ * why (want_reason substring) and quotes no part of the token.
+ */
+static void
+expect(const struct nt_jwt_verifier *v, const char *tok, const char *user,
+    const char *want_reason)
+{
+	char got[NT_USER_MAX + 1] = "", err[256] = "";
+	int r = nt_jwt_verify(v, tok, now, got, err, sizeof(err));
+
+	if (user != NULL) {
+		if (r != 0)
+			fail_msg("refused: %s", err);
+		assert_string_equal(got, user);
+		return;
+	}
+	assert_int_equal(r, -1);
+	assert_true(err[0] != '\0');
+	if (want_reason != NULL && strstr(err, want_reason) == NULL)
+		fail_msg("reason \"%s\" lacks \"%s\"", err, want_reason);
+	/* No piece of the token (header, claims, signature) in the error. */
+	if (tok != NULL) {
+		char *copy = strdup(tok), *part, *save = NULL;
+
+		for (part = strtok_r(copy, ".", &save); part != NULL;
+		    part = strtok_r(NULL, ".", &save))
+			if (strlen(part) >= 8 && strstr(err, part) != NULL)
+				fail_msg("error quotes the token: %s", err);
+		free(copy);
+	}
+}
+
+static char *
+claims(const char *fmt, ...)
+{
+	static char buf[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	return buf;
+}
+
+static void
+valid_hs256_gives_sub(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("s3cret", 30, NULL, NULL);
+	char *tok = mint_hs("s3cret", claims("{\"sub\":\"alice@example.com\","
+	    "\"exp\":%ld}", (long)now + 600));
+
+	expect(v, tok, "alice@example.com", NULL);
+	free(tok);
+	/* exp is optional (RFC 7519): a token without it is accepted. */
+	tok = mint_hs("s3cret", "{\"sub\":\"bob\"}");
+	expect(v, tok, "bob", NULL);
+	free(tok);
+	nt_jwt_verifier_free(v);
+}
+
+static void
+wrong_secret_refused(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("s3cret", 30, NULL, NULL);
+	char *tok = mint_hs("other", "{\"sub\":\"alice\"}");
+
+	expect(v, tok, NULL, "signature");
+	free(tok);
+	nt_jwt_verifier_free(v);
+}
+
+static void
+tampered_claims_refused(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("s3cret", 30, NULL, NULL);
+	char *tok = mint_hs("s3cret", "{\"sub\":\"alice\"}");
+	char *evil = mint_hs("x", "{\"sub\":\"admin\"}");
+	char buf[2048];
+	char *p1 = strchr(tok, '.'), *p2 = strrchr(tok, '.');
+	char *e1 = strchr(evil, '.'), *e2 = strrchr(evil, '.');
+
+	/* alice's header and signature around admin's claims */
+	snprintf(buf, sizeof(buf), "%.*s%.*s%s", (int)(p1 - tok), tok,
+	    (int)(e2 - e1), e1, p2);
+	expect(v, buf, NULL, "signature");
+	free(tok);
+	free(evil);
+	nt_jwt_verifier_free(v);
+}
+
+static void
+alg_none_refused(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("s3cret", 30, NULL, NULL);
+	/* {"alg":"none","typ":"JWT"} . {"sub":"alice"} . (empty) */
+	const char *none1 = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0."
+	    "eyJzdWIiOiJhbGljZSJ9.";
+	/* {"alg":"None"} and a bogus signature */
+	const char *none2 = "eyJhbGciOiJOb25lIn0.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
+	/* no alg at all */
+	const char *none3 = "eyJ0eXAiOiJKV1QifQ.eyJzdWIiOiJhbGljZSJ9.";
+
+	expect(v, none1, NULL, "none");
+	expect(v, none2, NULL, "none");
+	expect(v, none3, NULL, "algorithm");
+	nt_jwt_verifier_free(v);
+}
+
+static void
+other_hs_alg_refused(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("s3cret", 30, NULL, NULL);
+	char *tok = mint(JWT_ALG_HS512, "s3cret", 6, "{\"sub\":\"alice\"}");
+
+	/* Same secret, right signature, but not the configured HS256. */
+	expect(v, tok, NULL, "algorithm");
+	free(tok);
+	nt_jwt_verifier_free(v);
+}
+
+static void
+critical_header_refused(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("s3cret", 30, NULL, NULL);
+	jwt_t *jwt = NULL;
+	char *tok;
+
+	assert_int_equal(jwt_new(&jwt), 0);
+	assert_int_equal(jwt_add_grant(jwt, "sub", "alice"), 0);
+	assert_int_equal(jwt_add_headers_json(jwt,
+	    "{\"crit\":[\"exp-ext\"],\"exp-ext\":1}"), 0);
+	assert_int_equal(jwt_set_alg(jwt, JWT_ALG_HS256,
+	    (const unsigned char *)"s3cret", 6), 0);
+	tok = jwt_encode_str(jwt);
+	assert_non_null(tok);
+	jwt_free(jwt);
+	/* Correctly signed, but asks for an extension nobody here knows. */
+	expect(v, tok, NULL, "critical");
+	free(tok);
+	nt_jwt_verifier_free(v);
+}
+
+static struct nt_jwt_verifier *
+pk_verifier(const char *alg, const char *path)
+{
+	struct nt_jwt_config cfg = { alg, path, NULL, NULL, 30 };
+	struct nt_jwt_verifier *v = NULL;
+	char err[256];
+
+	if (nt_jwt_verifier_new(&cfg, &v, err, sizeof(err)) != 0)
+		fail_msg("verifier_new %s: %s", alg, err);
+	return v;
+}
+
+static void
+rs256_key_confusion_refused(void **state)
+{
+	struct nt_jwt_verifier *v = pk_verifier("RS256", rsa_pub);
+	/* The attack: HMAC with the (public) PEM text as the secret. */
+	char *tok = mint(JWT_ALG_HS256, rsa_pub_pem, strlen(rsa_pub_pem),
+	    "{\"sub\":\"admin\"}");
+	jwt_t *jwt = NULL;
+
+	/* libjwt alone accepts it, so only nt_jwt's pinning stops it. */
+	assert_int_equal(jwt_decode(&jwt, tok, (const unsigned char *)
+	    rsa_pub_pem, (int)strlen(rsa_pub_pem)), 0);
+	jwt_free(jwt);
+	expect(v, tok, NULL, "algorithm");
+	free(tok);
+	nt_jwt_verifier_free(v);
+}
+
+static void
+rs256_valid_and_wrong_key(void **state)
+{
+	struct nt_jwt_verifier *v = pk_verifier("RS256", rsa_pub);
+	char other_priv[256], *other_pem, *tok;
+
+	tok = mint(JWT_ALG_RS256, rsa_priv_pem, strlen(rsa_priv_pem),
+	    claims("{\"sub\":\"carol\",\"exp\":%ld}", (long)now + 60));
+	expect(v, tok, "carol", NULL);
+	free(tok);
+
+	path_in_tmp(other_priv, sizeof(other_priv), "test-rsa-other.pem");
+	assert_int_equal(sh("openssl genpkey -algorithm RSA -pkeyopt "
+	    "rsa_keygen_bits:2048 -out %s 2>/dev/null", other_priv), 0);
+	other_pem = read_file(other_priv);
+	assert_non_null(other_pem);
+	tok = mint(JWT_ALG_RS256, other_pem, strlen(other_pem),
+	    "{\"sub\":\"carol\"}");
+	expect(v, tok, NULL, "signature");
+	free(tok);
+	free(other_pem);
+	nt_jwt_verifier_free(v);
+}
+
+static void
+es256_valid_and_rs_token_refused(void **state)
+{
+	struct nt_jwt_verifier *v = pk_verifier("ES256", ec_pub);
+	char *tok;
+
+	tok = mint(JWT_ALG_ES256, ec_priv_pem, strlen(ec_priv_pem),
+	    "{\"sub\":\"dave\"}");
+	expect(v, tok, "dave", NULL);
+	free(tok);
+	tok = mint(JWT_ALG_RS256, rsa_priv_pem, strlen(rsa_priv_pem),
+	    "{\"sub\":\"dave\"}");
+	expect(v, tok, NULL, "algorithm");
+	free(tok);
+	nt_jwt_verifier_free(v);
+}
+
+static void
+expired_refused_within_leeway_accepted(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("k", 30, NULL, NULL);
+	struct nt_jwt_verifier *strict = hs_verifier("k", 0, NULL, NULL);
+	char *old = mint_hs("k", claims("{\"sub\":\"a\",\"exp\":%ld}",
+	    (long)now - 100));
+	char *recent = mint_hs("k", claims("{\"sub\":\"a\",\"exp\":%ld}",
+	    (long)now - 10));
+	char *at_now = mint_hs("k", claims("{\"sub\":\"a\",\"exp\":%ld}",
+	    (long)now));
+	char *frac = mint_hs("k", claims("{\"sub\":\"a\",\"exp\":%ld.5}",
+	    (long)now + 100));
+
+	expect(v, old, NULL, "expired");
+	expect(v, recent, "a", NULL);        /* 10 s late, 30 s leeway */
+	expect(strict, recent, NULL, "expired");
+	expect(strict, at_now, NULL, "expired");  /* exp is exclusive */
+	expect(strict, frac, "a", NULL);     /* a fractional NumericDate */
+	free(old);
+	free(recent);
+	free(at_now);
+	free(frac);
+	nt_jwt_verifier_free(v);
+	nt_jwt_verifier_free(strict);
+}
+
+static void
+nbf_in_future_refused_within_leeway_accepted(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("k", 30, NULL, NULL);
+	struct nt_jwt_verifier *strict = hs_verifier("k", 0, NULL, NULL);
+	char *later = mint_hs("k", claims("{\"sub\":\"a\",\"nbf\":%ld}",
+	    (long)now + 100));
+	char *soon = mint_hs("k", claims("{\"sub\":\"a\",\"nbf\":%ld}",
+	    (long)now + 10));
+
+	expect(v, later, NULL, "nbf");
+	expect(v, soon, "a", NULL);
+	expect(strict, soon, NULL, "nbf");
+	free(later);
+	free(soon);
+	nt_jwt_verifier_free(v);
+	nt_jwt_verifier_free(strict);
+}
+
+static void
+non_numeric_dates_refused(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("k", 30, NULL, NULL);
+	char *e = mint_hs("k", "{\"sub\":\"a\",\"exp\":\"9999999999\"}");
+	char *n = mint_hs("k", "{\"sub\":\"a\",\"nbf\":null}");
+
+	expect(v, e, NULL, "exp");
+	expect(v, n, NULL, "nbf");
+	free(e);
+	free(n);
+	nt_jwt_verifier_free(v);
+}
+
+static void
+bad_sub_refused(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("k", 30, NULL, NULL);
+	static const char *bad[] = {
+		"{\"name\":\"alice\"}",          /* missing */
+		"{\"sub\":42}",                  /* not a string */
+		"{\"sub\":[\"alice\"]}",
+		"{\"sub\":\"\"}",                /* empty */
+		"{\"sub\":\"al ice\"}",          /* invalid characters */
+		"{\"sub\":\"a/b\"}",
+		"{\"sub\":\"\\u00e9l\\u00e8ve\"}",
+	};
+	char longsub[300], *tok;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		tok = mint_hs("k", bad[i]);
+		expect(v, tok, NULL, "sub");
+		free(tok);
+	}
+	memset(longsub, 'x', sizeof(longsub));
+	longsub[NT_USER_MAX + 1] = '\0';  /* one byte over */
+	tok = mint_hs("k", claims("{\"sub\":\"%s\"}", longsub));
+	expect(v, tok, NULL, "sub");
+	free(tok);
+	longsub[NT_USER_MAX] = '\0';      /* exactly the maximum */
+	tok = mint_hs("k", claims("{\"sub\":\"%s\"}", longsub));
+	expect(v, tok, longsub, NULL);
+	free(tok);
+	nt_jwt_verifier_free(v);
+}
+
+static void
+issuer_and_audience_checked(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("k", 30, "https://auth.example",
+	    "notifyd");
+	struct nt_jwt_verifier *open = hs_verifier("k", 30, NULL, NULL);
+	struct { const char *claims; const char *user; const char *why; } c[] = {
+		{ "{\"sub\":\"a\",\"iss\":\"https://auth.example\","
+		  "\"aud\":\"notifyd\"}", "a", NULL },
+		{ "{\"sub\":\"a\",\"iss\":\"https://auth.example\","
+		  "\"aud\":[\"other\",\"notifyd\"]}", "a", NULL },
+		{ "{\"sub\":\"a\",\"iss\":\"https://evil.example\","
+		  "\"aud\":\"notifyd\"}", NULL, "issuer" },
+		{ "{\"sub\":\"a\",\"aud\":\"notifyd\"}", NULL, "issuer" },
+		{ "{\"sub\":\"a\",\"iss\":\"https://auth.example\","
+		  "\"aud\":\"other\"}", NULL, "audience" },
+		{ "{\"sub\":\"a\",\"iss\":\"https://auth.example\","
+		  "\"aud\":[\"other\"]}", NULL, "audience" },
+		{ "{\"sub\":\"a\",\"iss\":\"https://auth.example\"}", NULL,
+		  "audience" },
+		{ "{\"sub\":\"a\",\"iss\":\"https://auth.example\","
+		  "\"aud\":7}", NULL, "audience" },
+	};
+	size_t i;
+	char *tok;
+
+	for (i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		tok = mint_hs("k", c[i].claims);
+		expect(v, tok, c[i].user, c[i].why);
+		/* Unconfigured iss/aud are not checked. */
+		expect(open, tok, "a", NULL);
+		free(tok);
+	}
+	nt_jwt_verifier_free(v);
+	nt_jwt_verifier_free(open);
+}
+
+static void
+garbage_tokens_refused(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("k", 30, NULL, NULL);
+	static const char *bad[] = {
+		"", "garbage", "a.b.c", "...", ".eyJzdWIiOiJhIn0.",
+		"eyJhbGciOiJIUzI1NiJ9",                 /* header only */
+		"eyJhbGciOiJIUzI1NiJ9.",
+		"eyJhbGciOiJIUzI1NiJ9.!!!.abc",
+		"bm90IGpzb24.eyJzdWIiOiJhIn0.abc",      /* header not JSON */
+		"WyJIUzI1NiJd.eyJzdWIiOiJhIn0.abc",     /* header an array */
+		"eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.abc",
+	};
+	char *huge;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect(v, bad[i], NULL, NULL);
+	expect(v, NULL, NULL, "no token");
+	huge = malloc(100001);
+	assert_non_null(huge);
+	memset(huge, 'A', 100000);
+	huge[100000] = '\0';
+	huge[30] = '.';
+	huge[60] = '.';
+	expect(v, huge, NULL, "too long");
+	free(huge);
+	nt_jwt_verifier_free(v);
+}
+
+static int
+try_new(const char *alg, const char *path, char *err, size_t errlen)
+{
+	struct nt_jwt_config cfg = { alg, path, NULL, NULL, 30 };
+	struct nt_jwt_verifier *v = NULL;
+	int r = nt_jwt_verifier_new(&cfg, &v, err, errlen);
+
+	assert_true(r == 0 ? v != NULL : v == NULL);
+	nt_jwt_verifier_free(v);
+	return r;
+}
+
+static void
+bad_configs_refused(void **state)
+{
+	char path[256], err[256];
+
+	path_in_tmp(path, sizeof(path), "empty");
+	write_file(path, "", 0);
+	assert_int_equal(try_new("HS256", path, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "empty"));
+	assert_int_equal(try_new("RS256", path, err, sizeof(err)), -1);
+	/* A lone newline is stripped, leaving an empty secret. */
+	write_file(path, "\n", 1);
+	assert_int_equal(try_new("HS256", path, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "empty"));
+
+	path_in_tmp(path, sizeof(path), "missing-file");
+	assert_int_equal(try_new("HS256", path, err, sizeof(err)), -1);
+	assert_int_equal(try_new("HS256", NULL, err, sizeof(err)), -1);
+	assert_int_equal(try_new("HS256", "", err, sizeof(err)), -1);
+
+	assert_int_equal(try_new("none", rsa_pub, err, sizeof(err)), -1);
+	assert_int_equal(try_new("PS256", rsa_pub, err, sizeof(err)), -1);
+	assert_int_equal(try_new(NULL, rsa_pub, err, sizeof(err)), -1);
+
+	/* Keys that do not suit the algorithm. */
+	assert_int_equal(try_new("RS256", ec_pub, err, sizeof(err)), -1);
+	assert_int_equal(try_new("ES256", rsa_pub, err, sizeof(err)), -1);
+	assert_int_equal(try_new("ES384", ec_pub, err, sizeof(err)), -1);
+	assert_int_equal(try_new("RS256", rsa_priv, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "private"));
+	assert_int_equal(try_new("HS256", rsa_pub, err, sizeof(err)), -1);
+	path_in_tmp(path, sizeof(path), "secret-as-pem");
+	write_file(path, "not a pem", 9);
+	assert_int_equal(try_new("RS256", path, err, sizeof(err)), -1);
+
+	/* The suitable ones load. */
+	assert_int_equal(try_new("RS256", rsa_pub, err, sizeof(err)), 0);
+	assert_int_equal(try_new("rs512", rsa_pub, err, sizeof(err)), 0);
+	assert_int_equal(try_new("ES256", ec_pub, err, sizeof(err)), 0);
+}
+
+static void
+secret_file_trailing_newline_stripped(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("s3cret\n", 30, NULL, NULL);
+	struct nt_jwt_verifier *crlf = hs_verifier("s3cret\r\n", 30, NULL, NULL);
+	struct nt_jwt_verifier *two = hs_verifier("s3cret\n\n", 30, NULL, NULL);
+	char *tok = mint_hs("s3cret", "{\"sub\":\"a\"}");
+	char *tok_nl = mint_hs("s3cret\n", "{\"sub\":\"a\"}");
+
+	expect(v, tok, "a", NULL);
+	expect(crlf, tok, "a", NULL);
+	/* Only one line ending goes: the rest is part of the secret. */
+	expect(two, tok, NULL, "signature");
+	expect(two, tok_nl, "a", NULL);
+	free(tok);
+	free(tok_nl);
+	nt_jwt_verifier_free(v);
+	nt_jwt_verifier_free(crlf);
+	nt_jwt_verifier_free(two);
+}
+
+static void
+reload_switches_key_and_keeps_old_on_failure(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("old", 30, NULL, NULL);
+	char path[256], err[256];
+	char *tok_old = mint_hs("old", "{\"sub\":\"a\"}");
+	char *tok_new = mint_hs("new", "{\"sub\":\"a\"}");
+
+	path_in_tmp(path, sizeof(path), "secret");
+	write_file(path, "new\n", 4);
+	assert_int_equal(nt_jwt_verifier_reload(v, err, sizeof(err)), 0);
+	expect(v, tok_new, "a", NULL);
+	expect(v, tok_old, NULL, "signature");
+
+	write_file(path, "", 0);
+	assert_int_equal(nt_jwt_verifier_reload(v, err, sizeof(err)), -1);
+	expect(v, tok_new, "a", NULL);
+	unlink(path);
+	assert_int_equal(nt_jwt_verifier_reload(v, err, sizeof(err)), -1);
+	expect(v, tok_new, "a", NULL);
+	free(tok_old);
+	free(tok_new);
+	nt_jwt_verifier_free(v);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(valid_hs256_gives_sub),
+		cmocka_unit_test(wrong_secret_refused),
+		cmocka_unit_test(tampered_claims_refused),
+		cmocka_unit_test(alg_none_refused),
+		cmocka_unit_test(other_hs_alg_refused),
+		cmocka_unit_test(critical_header_refused),
+		cmocka_unit_test(rs256_key_confusion_refused),
+		cmocka_unit_test(rs256_valid_and_wrong_key),
+		cmocka_unit_test(es256_valid_and_rs_token_refused),
+		cmocka_unit_test(expired_refused_within_leeway_accepted),
+		cmocka_unit_test(nbf_in_future_refused_within_leeway_accepted),
+		cmocka_unit_test(non_numeric_dates_refused),
+		cmocka_unit_test(bad_sub_refused),
+		cmocka_unit_test(issuer_and_audience_checked),
+		cmocka_unit_test(garbage_tokens_refused),
+		cmocka_unit_test(bad_configs_refused),
+		cmocka_unit_test(secret_file_trailing_newline_stripped),
+		cmocka_unit_test(reload_switches_key_and_keeps_old_on_failure),
+	};
+
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,827 @@
+/*
+ * The HTTP side: libmicrohttpd in "internal polling thread + thread
+ * pool" mode. Each worker thread owns its connections and one Redis
+ * connection (store.c), so a request is handled start to finish on one
+ * thread with plain blocking calls, and a slow Redis stalls only the
+ * connections of the worker that waits for it (bounded by
+ * --redis-timeout), never the whole daemon. See notifyd-api(8).
+ *
+ * The access handler is called once when the headers are in (route,
+ * method, auth, rate limit, content type and declared length are all
+ * checked then, before any body is read), once per piece of body, and
+ * once more at the end of the body. Per-request state is freed in the
+ * completion callback, which runs on every path, client abort included.
+ */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "api.h"
+#include "nt_log.h"
+#include "nt_msg.h"
+#include "nt_redis.h"
+
+#define ALLOW_POST "POST"
+#define ALLOW_GET  "GET, HEAD"
+#define JSON_TYPE  "application/json"
+#define BODY_INITIAL 16384
+/*
+ * Per-connection memory of libmicrohttpd (headers, read buffer, response
+ * headers). It is zeroed for every request, so its size is paid on every
+ * request: 16 KiB leaves ample room for an API client's headers and
+ * halves the default's cost.
+ */
+#define CONN_MEMORY  (16 * 1024)
+
+struct api_server {
+	struct MHD_Daemon       *mhd;
+	const struct api_config *cfg;
+	struct api_auth         *auth;
+	int                      draining;   /* atomic */
+	unsigned                 in_flight;  /* atomic */
+};
+
+struct request {
+	enum api_route route;
+	unsigned  status;        /* 0 until a response is queued */
+	uint64_t  start_us;
+	char      user[NT_USER_MAX + 1];   /* /api/users/{user}/online */
+	char      key_name[API_NAME_MAX + 1];
+	int       json_body;     /* Content-Type is application/json */
+	int       too_large;
+	char     *body;
+	size_t    len, cap;
+	size_t    discarded;     /* bytes dropped after too_large */
+};
+
+/* ---- responses --------------------------------------------------------- */
+
+static enum MHD_Result
+queue(struct api_server *s, struct MHD_Connection *conn, struct request *rq,
+    unsigned status, char *body, size_t len, const char *ctype,
+    const char *hname, const char *hvalue)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	if (body == NULL)
+		return MHD_NO;
+	resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (resp == NULL) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (hname != NULL)
+		MHD_add_response_header(resp, hname, hvalue);
+	if (__atomic_load_n(&s->draining, __ATOMIC_RELAXED))
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	ret = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	if (ret == MHD_YES)
+		rq->status = status;
+	return ret;
+}
+
+/* Takes the reference to obj. */
+static enum MHD_Result
+respond_json(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq, unsigned status, json_t *obj,
+    const char *hname, const char *hvalue)
+{
+	char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+
+	json_decref(obj);
+	return queue(s, conn, rq, status, text, text ? strlen(text) : 0,
+	    JSON_TYPE, hname, hvalue);
+}
+
+__attribute__((format(printf, 7, 8)))
+static enum MHD_Result
+respond_error(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq, unsigned status, const char *hname,
+    const char *hvalue, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (status >= 500)
+		nt_log_warn("%s: %u %s", api_route_name(rq->route), status, msg);
+	return respond_json(s, conn, rq, status,
+	    json_pack("{s:s, s:s}", "status", "error", "error", msg),
+	    hname, hvalue);
+}
+
+#define ERR(st, ...) respond_error(s, conn, rq, (st), NULL, NULL, __VA_ARGS__)
+
+/* ---- routing ----------------------------------------------------------- */
+
+static enum api_route
+route_of(const char *url, struct request *rq)
+{
+	static const char users[] = "/api/users/", online[] = "/online";
+	size_t ulen = strlen(url);
+
+	if (strcmp(url, "/api/notifications/send") == 0)
+		return API_ROUTE_SEND;
+	if (strcmp(url, "/api/notifications/broadcast") == 0)
+		return API_ROUTE_BROADCAST;
+	if (strcmp(url, "/api/notifications/online-count") == 0)
+		return API_ROUTE_ONLINE_COUNT;
+	if (strcmp(url, "/healthz") == 0)
+		return API_ROUTE_HEALTHZ;
+	if (strcmp(url, "/metrics") == 0)
+		return API_ROUTE_METRICS;
+	if (strncmp(url, users, sizeof(users) - 1) == 0 &&
+	    ulen > sizeof(users) - 1 + sizeof(online) - 1 &&
+	    strcmp(url + ulen - (sizeof(online) - 1), online) == 0) {
+		const char *u = url + sizeof(users) - 1;
+		size_t n = ulen - (sizeof(users) - 1) - (sizeof(online) - 1);
+		if (memchr(u, '/', n) != NULL)
+			return API_ROUTE_UNKNOWN;
+		/* Too long to be valid: leave it empty, which fails the same. */
+		if (n <= NT_USER_MAX) {
+			memcpy(rq->user, u, n);
+			rq->user[n] = '\0';
+		}
+		return API_ROUTE_USER_ONLINE;
+	}
+	return API_ROUTE_UNKNOWN;
+}
+
+static const char *
+allowed_methods(enum api_route r)
+{
+	return r == API_ROUTE_SEND || r == API_ROUTE_BROADCAST ?
+	    ALLOW_POST : ALLOW_GET;
+}
+
+static int
+method_ok(enum api_route r, const char *method)
+{
+	if (r == API_ROUTE_SEND || r == API_ROUTE_BROADCAST)
+		return strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+	return strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+	    strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+}
+
+/* "application/json" with optional parameters (charset=utf-8). */
+static int
+is_json_type(const char *ct)
+{
+	size_t n = sizeof(JSON_TYPE) - 1;
+
+	if (ct == NULL)
+		return 0;
+	while (*ct == ' ')
+		ct++;
+	if (strncasecmp(ct, JSON_TYPE, n) != 0)
+		return 0;
+	ct += n;
+	while (*ct == ' ')
+		ct++;
+	return *ct == '\0' || *ct == ';';
+}
+
+/* ---- Redis-backed handlers --------------------------------------------- */
+
+static int
+redis_failed(redisContext *c)
+{
+	api_metrics_redis_error();
+	if (c->err) {
+		api_store_drop();
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Store and publish n messages in one round trip (pipelined). Returns 0,
+ * or the HTTP status to answer with and a reason in err.
+ */
+static unsigned
+send_all(struct api_server *s, json_t **msgs, char **texts, size_t *lens,
+    size_t n, char *err, size_t errlen)
+{
+	struct nt_store st = { s->cfg->redis_prefix, s->cfg->offline_ttl_s };
+	char rerr[256] = "";
+	size_t refused = 0;
+	redisContext *c = api_store_get(err, errlen);
+
+	if (c == NULL)
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	for (size_t i = 0; i < n; i++) {
+		if (nt_redis_send_append(c, &st, nt_msg_target_user(msgs[i]),
+		    nt_msg_id(msgs[i]), texts[i], lens[i]) < 0) {
+			/* Replies already queued would desync: start over. */
+			api_store_drop();
+			api_metrics_redis_error();
+			snprintf(err, errlen, "redis: cannot queue the command");
+			return MHD_HTTP_INTERNAL_SERVER_ERROR;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (nt_redis_send_read(c, NULL, rerr, sizeof(rerr)) == 0)
+			continue;
+		if (redis_failed(c)) {
+			snprintf(err, errlen, "%s", rerr);
+			return MHD_HTTP_SERVICE_UNAVAILABLE;
+		}
+		refused++;
+	}
+	if (refused > 0) {
+		snprintf(err, errlen, "%zu of %zu messages not accepted: %s",
+		    refused, n, rerr);
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+	return 0;
+}
+
+/* Build, send and answer for the recipients users[0..n) (NULL: broadcast). */
+static enum MHD_Result
+deliver(struct api_server *s, struct MHD_Connection *conn, struct request *rq,
+    struct nt_msg_req *req, const char **users, size_t n, int many)
+{
+	json_t **msgs = calloc(n, sizeof(*msgs));
+	char **texts = calloc(n, sizeof(*texts));
+	size_t *lens = calloc(n, sizeof(*lens));
+	char err[512];
+	unsigned status = 0;
+	enum MHD_Result ret;
+
+	if (msgs == NULL || texts == NULL || lens == NULL) {
+		snprintf(err, sizeof(err), "out of memory");
+		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+	}
+	for (size_t i = 0; status == 0 && i < n; i++) {
+		req->target_user = users[i];
+		msgs[i] = nt_msg_build(req, &s->cfg->limits, err, sizeof(err));
+		if (msgs[i] != NULL)
+			texts[i] = nt_msg_encode(msgs[i], &s->cfg->limits, &lens[i],
+			    err, sizeof(err));
+		if (msgs[i] == NULL || texts[i] == NULL)
+			status = MHD_HTTP_BAD_REQUEST;
+	}
+	if (status == 0)
+		status = send_all(s, msgs, texts, lens, n, err, sizeof(err));
+	if (status != 0) {
+		ret = ERR(status, "%s", err);
+	} else if (many) {
+		json_t *ids = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(ids, json_string(nt_msg_id(msgs[i])));
+		ret = respond_json(s, conn, rq, MHD_HTTP_OK, json_pack(
+		    "{s:s, s:s, s:o}", "status", "ok", "message",
+		    "notifications sent", "ids", ids), NULL, NULL);
+	} else {
+		ret = respond_json(s, conn, rq, MHD_HTTP_OK, json_pack(
+		    "{s:s, s:s, s:s}", "status", "ok", "message",
+		    users[0] ? "notification sent" : "broadcast sent",
+		    "id", nt_msg_id(msgs[0])), NULL, NULL);
+	}
+	for (size_t i = 0; msgs != NULL && texts != NULL && i < n; i++) {
+		json_decref(msgs[i]);
+		free(texts[i]);
+	}
+	free(msgs);
+	free(texts);
+	free(lens);
+	return ret;
+}
+
+static json_t *
+parse_body(struct request *rq, char *err, size_t errlen)
+{
+	json_error_t je;
+	json_t *root;
+
+	if (rq->len == 0) {
+		snprintf(err, errlen, "empty body: a JSON object is required");
+		return NULL;
+	}
+	root = json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &je);
+	if (root == NULL) {
+		snprintf(err, errlen, "malformed JSON: %s (line %d, column %d)",
+		    je.text, je.line, je.column);
+		return NULL;
+	}
+	if (!json_is_object(root)) {
+		json_decref(root);
+		snprintf(err, errlen, "the body must be a JSON object");
+		return NULL;
+	}
+	return root;
+}
+
+/* target_users: non-empty, bounded, valid and distinct ids. */
+static int
+collect_users(json_t *many, const char **users, size_t *n, char *err,
+    size_t errlen)
+{
+	size_t count = json_array_size(many);
+
+	if (count == 0 || count > API_MAX_RECIPIENTS) {
+		snprintf(err, errlen, "\"target_users\" must hold 1 to %d user "
+		    "ids", API_MAX_RECIPIENTS);
+		return -1;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const char *u = json_string_value(json_array_get(many, i));
+		char verr[256];
+		if (u == NULL) {
+			snprintf(err, errlen, "\"target_users\"[%zu] must be a "
+			    "string", i);
+			return -1;
+		}
+		if (nt_user_valid(u, verr, sizeof(verr)) < 0) {
+			snprintf(err, errlen, "\"target_users\"[%zu]: %s", i, verr);
+			return -1;
+		}
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(users[j], u) == 0) {
+				snprintf(err, errlen, "\"target_users\"[%zu]: "
+				    "duplicate user id", i);
+				return -1;
+			}
+		}
+		users[i] = u;
+	}
+	*n = count;
+	return 0;
+}
+
+static enum MHD_Result
+handle_send(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq)
+{
+	char err[512];
+	struct nt_msg_req req;
+	json_t *root, *many = NULL;
+	const char **users = NULL;
+	size_t n = 1;
+	enum MHD_Result ret;
+
+	if ((root = parse_body(rq, err, sizeof(err))) == NULL)
+		return ERR(MHD_HTTP_BAD_REQUEST, "%s", err);
+	if (nt_msg_req_from_json(root, &req, &many, err, sizeof(err)) < 0) {
+		ret = ERR(MHD_HTTP_BAD_REQUEST, "%s", err);
+		goto out;
+	}
+	if (many == NULL && req.target_user == NULL) {
+		ret = ERR(MHD_HTTP_BAD_REQUEST, "\"target_user\" (or "
+		    "\"target_users\") is required; use /api/notifications/"
+		    "broadcast to reach everyone");
+		goto out;
+	}
+	users = calloc(many ? json_array_size(many) + 1 : 1, sizeof(*users));
+	if (users == NULL) {
+		ret = ERR(MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		goto out;
+	}
+	users[0] = req.target_user;
+	if (many != NULL && collect_users(many, users, &n, err, sizeof(err)) < 0)
+		ret = ERR(MHD_HTTP_BAD_REQUEST, "%s", err);
+	else
+		ret = deliver(s, conn, rq, &req, users, n, many != NULL);
+out:
+	free(users);
+	json_decref(root);
+	return ret;
+}
+
+static const char *
+query(struct MHD_Connection *conn, const char *name)
+{
+	const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND,
+	    name);
+	return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+static enum MHD_Result
+handle_broadcast(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq)
+{
+	char err[512];
+	struct nt_msg_req req;
+	const char *none = NULL;
+	json_t *root = NULL;
+	enum MHD_Result ret;
+
+	if (rq->len > 0 && !rq->json_body)
+		return ERR(MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must "
+		    "be application/json");
+	if (rq->len == 0) {
+		/* The seed's form: everything in the query string. */
+		memset(&req, 0, sizeof(req));
+		req.type = query(conn, "notification_type");
+		if (req.type == NULL)
+			req.type = query(conn, "type");
+		req.content = query(conn, "content");
+		req.channel = query(conn, "channel");
+		if (req.type == NULL || req.content == NULL)
+			return ERR(MHD_HTTP_BAD_REQUEST, "notification_type and "
+			    "content are required, as query parameters or in a "
+			    "JSON body");
+		return deliver(s, conn, rq, &req, &none, 1, 0);
+	}
+	if ((root = parse_body(rq, err, sizeof(err))) == NULL)
+		return ERR(MHD_HTTP_BAD_REQUEST, "%s", err);
+	if (nt_msg_req_from_json(root, &req, NULL, err, sizeof(err)) < 0)
+		ret = ERR(MHD_HTTP_BAD_REQUEST, "%s", err);
+	else if (req.target_user != NULL)
+		ret = ERR(MHD_HTTP_BAD_REQUEST, "a broadcast has no "
+		    "\"target_user\"; use /api/notifications/send");
+	else
+		ret = deliver(s, conn, rq, &req, &none, 1, 0);
+	json_decref(root);
+	return ret;
+}
+
+static enum MHD_Result
+handle_presence(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq)
+{
+	char err[512];
+	redisContext *c;
+	long long count = 0;
+	int online = 0, rc;
+
+	if (rq->route == API_ROUTE_USER_ONLINE &&
+	    nt_user_valid(rq->user, err, sizeof(err)) < 0)
+		return ERR(MHD_HTTP_BAD_REQUEST, "%s", err);
+	if ((c = api_store_get(err, sizeof(err))) == NULL)
+		return ERR(MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err);
+	if (rq->route == API_ROUTE_ONLINE_COUNT)
+		rc = nt_redis_online_count(c, s->cfg->redis_prefix, &count, err,
+		    sizeof(err));
+	else
+		rc = nt_redis_user_online(c, s->cfg->redis_prefix, rq->user,
+		    &online, err, sizeof(err));
+	if (rc < 0) {
+		redis_failed(c);
+		return ERR(MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err);
+	}
+	if (rq->route == API_ROUTE_ONLINE_COUNT)
+		return respond_json(s, conn, rq, MHD_HTTP_OK,
+		    json_pack("{s:I}", "online_count", (json_int_t)count),
+		    NULL, NULL);
+	return respond_json(s, conn, rq, MHD_HTTP_OK, json_pack("{s:s, s:b}",
+	    "user", rq->user, "online", online), NULL, NULL);
+}
+
+static enum MHD_Result
+handle_healthz(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq)
+{
+	char err[512];
+	redisContext *c = api_store_get(err, sizeof(err));
+	redisReply *r;
+	int ok;
+
+	if (c == NULL)
+		return ERR(MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err);
+	r = redisCommand(c, "PING");
+	ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+	if (!ok)
+		snprintf(err, sizeof(err), "redis: %s", r ? (r->str ? r->str :
+		    "unexpected reply") : c->errstr);
+	freeReplyObject(r);
+	if (!ok) {
+		redis_failed(c);
+		return ERR(MHD_HTTP_SERVICE_UNAVAILABLE, "%s", err);
+	}
+	return respond_json(s, conn, rq, MHD_HTTP_OK,
+	    json_pack("{s:s, s:s}", "status", "ok", "redis", "ok"), NULL, NULL);
+}
+
+static enum MHD_Result
+handle_metrics(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq)
+{
+	size_t len = 0;
+	char *text = api_metrics_render(&len);
+
+	if (text == NULL)
+		return ERR(MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	return queue(s, conn, rq, MHD_HTTP_OK, text, len,
+	    "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
+}
+
+/* ---- the access handler ------------------------------------------------ */
+
+static enum MHD_Result
+check_auth(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq)
+{
+	unsigned retry = 0;
+	char retry_s[16];
+	const char *hdr = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_AUTHORIZATION);
+
+	switch (api_auth_check(s->auth, hdr, &retry, rq->key_name)) {
+	case API_AUTH_OK:
+		return MHD_YES;
+	case API_AUTH_MISSING:
+		respond_error(s, conn, rq, MHD_HTTP_UNAUTHORIZED,
+		    MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer",
+		    "missing credentials: send Authorization: Bearer KEY");
+		return MHD_NO;
+	case API_AUTH_INVALID:
+		nt_log_info("rejected an invalid API key");
+		respond_error(s, conn, rq, MHD_HTTP_UNAUTHORIZED,
+		    MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+		    "Bearer error=\"invalid_token\"", "invalid credentials");
+		return MHD_NO;
+	case API_AUTH_FORBIDDEN:
+		respond_error(s, conn, rq, MHD_HTTP_FORBIDDEN,
+		    MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+		    "Bearer error=\"insufficient_scope\"",
+		    "the token lacks the scope %s", s->cfg->jwt_scope);
+		return MHD_NO;
+	case API_AUTH_LIMITED:
+		snprintf(retry_s, sizeof(retry_s), "%u", retry);
+		respond_error(s, conn, rq, MHD_HTTP_TOO_MANY_REQUESTS,
+		    MHD_HTTP_HEADER_RETRY_AFTER, retry_s,
+		    "rate limit exceeded for key %s", rq->key_name);
+		return MHD_NO;
+	}
+	return MHD_NO;
+}
+
+/* Checks that need only the headers. MHD_YES: go on and read the body. */
+static enum MHD_Result
+on_headers(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq, const char *method)
+{
+	const char *ct, *cl, *te;
+	unsigned long long declared = 0;
+	int has_body;
+
+	if (rq->route == API_ROUTE_UNKNOWN)
+		return ERR(MHD_HTTP_NOT_FOUND, "no such route");
+	if (!method_ok(rq->route, method))
+		return respond_error(s, conn, rq, MHD_HTTP_METHOD_NOT_ALLOWED,
+		    MHD_HTTP_HEADER_ALLOW, allowed_methods(rq->route),
+		    "method %s not allowed here", method);
+	if (rq->route == API_ROUTE_HEALTHZ)
+		return handle_healthz(s, conn, rq);
+	if (rq->route == API_ROUTE_METRICS)
+		return handle_metrics(s, conn, rq);
+	if (check_auth(s, conn, rq) != MHD_YES)
+		return rq->status != 0 ? MHD_YES : MHD_NO;
+	if (rq->route == API_ROUTE_ONLINE_COUNT ||
+	    rq->route == API_ROUTE_USER_ONLINE)
+		return handle_presence(s, conn, rq);
+
+	ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_TYPE);
+	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_CONTENT_LENGTH);
+	te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	    MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	if (cl != NULL)
+		declared = strtoull(cl, NULL, 10);
+	has_body = declared > 0 || te != NULL;
+	rq->json_body = is_json_type(ct);
+	if (!rq->json_body && (rq->route == API_ROUTE_SEND || has_body))
+		return ERR(MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+		    "Content-Type must be application/json");
+	if (declared > s->cfg->max_body)
+		return ERR(MHD_HTTP_CONTENT_TOO_LARGE, "body over %zu bytes",
+		    s->cfg->max_body);
+	if (declared > 0) {
+		/* Grow as bytes arrive: a declared length costs nothing until
+		 * the client actually sends. */
+		rq->cap = declared < BODY_INITIAL ? declared : BODY_INITIAL;
+		rq->body = malloc(rq->cap);
+		if (rq->body == NULL)
+			return ERR(MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	}
+	return MHD_YES;
+}
+
+static int
+body_append(struct request *rq, const char *data, size_t n)
+{
+	if (rq->len + n > rq->cap) {
+		size_t ncap = rq->cap ? rq->cap : BODY_INITIAL;
+		while (ncap < rq->len + n)
+			ncap *= 2;
+		char *nb = realloc(rq->body, ncap);
+		if (nb == NULL)
+			return -1;
+		rq->body = nb;
+		rq->cap = ncap;
+	}
+	memcpy(rq->body + rq->len, data, n);
+	rq->len += n;
+	return 0;
+}
+
+/* A piece of body. MHD_NO closes the connection. */
+static enum MHD_Result
+on_body(struct api_server *s, struct request *rq, const char *data,
+    size_t *size)
+{
+	size_t n = *size;
+	uint64_t limit_us = (uint64_t)s->cfg->connection_timeout_s * 1000000u;
+
+	*size = 0;
+	/* The idle timeout resets on every byte: bound the whole upload. */
+	if (api_now_us() - rq->start_us > limit_us) {
+		nt_log_info("closing a connection whose upload took longer than "
+		    "%us", s->cfg->connection_timeout_s);
+		return MHD_NO;
+	}
+	if (rq->too_large) {
+		/*
+		 * libmicrohttpd cannot queue a response in the middle of an
+		 * upload: drop up to --max-body more bytes to answer 413 at
+		 * the end of the body, and hang up on anything larger.
+		 */
+		rq->discarded += n;
+		return rq->discarded > s->cfg->max_body ? MHD_NO : MHD_YES;
+	}
+	if (rq->len + n > s->cfg->max_body) {
+		rq->too_large = 1;
+		free(rq->body);
+		rq->body = NULL;
+		rq->len = rq->cap = 0;
+		return MHD_YES;
+	}
+	return body_append(rq, data, n) == 0 ? MHD_YES : MHD_NO;
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *url,
+    const char *method, const char *version, const char *upload_data,
+    size_t *upload_data_size, void **con_cls)
+{
+	struct api_server *s = cls;
+	struct request *rq = *con_cls;
+
+	if (rq == NULL) {
+		if ((rq = calloc(1, sizeof(*rq))) == NULL)
+			return MHD_NO;
+		rq->start_us = api_now_us();
+		rq->route = route_of(url, rq);
+		*con_cls = rq;
+		__atomic_fetch_add(&s->in_flight, 1, __ATOMIC_RELAXED);
+		return on_headers(s, conn, rq, method);
+	}
+	if (rq->status != 0) {
+		/* Answered from the headers: ignore any body. */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0)
+		return on_body(s, rq, upload_data, upload_data_size);
+	if (rq->too_large)
+		return ERR(MHD_HTTP_CONTENT_TOO_LARGE, "body over %zu bytes",
+		    s->cfg->max_body);
+	if (rq->route == API_ROUTE_SEND)
+		return handle_send(s, conn, rq);
+	return handle_broadcast(s, conn, rq);
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct api_server *s = cls;
+	struct request *rq = *con_cls;
+	uint64_t elapsed;
+
+	if (rq == NULL)
+		return;
+	elapsed = api_now_us() - rq->start_us;
+	api_metrics_request(rq->route, rq->status, elapsed);
+	if (nt_log_enabled(NT_LOG_DEBUG))
+		nt_log_debug("%s %u key=%s %.3fms%s", api_route_name(rq->route),
+		    rq->status, rq->key_name[0] ? rq->key_name : "-",
+		    (double)elapsed / 1000.0,
+		    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" :
+		    " (connection ended early)");
+	free(rq->body);
+	free(rq);
+	*con_cls = NULL;
+	__atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_RELAXED);
+}
+
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	size_t n;
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n > 0 && line[n - 1] == '\n')
+		line[--n] = '\0';
+	nt_log_info("libmicrohttpd: %s", line);
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static int
+resolve(const struct api_config *cfg, struct sockaddr_storage *ss,
+    char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+	    .ai_flags = AI_PASSIVE };
+	struct addrinfo *res;
+	char port[8];
+	int rc;
+
+	snprintf(port, sizeof(port), "%d", cfg->listen_port);
+	rc = getaddrinfo(cfg->listen_host, port, &hints, &res);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot resolve %s: %s", cfg->listen_host,
+		    gai_strerror(rc));
+		return -1;
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	freeaddrinfo(res);
+	return 0;
+}
+
+int
+api_server_start(const struct api_config *cfg, struct api_auth *auth,
+    struct api_server **out, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	struct api_server *s;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+	    MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+
+	memset(&ss, 0, sizeof(ss));
+	if (resolve(cfg, &ss, err, errlen) < 0)
+		return -1;
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	s->cfg = cfg;
+	s->auth = auth;
+	s->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL,
+	    on_request, s,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+	    MHD_OPTION_THREAD_POOL_SIZE, cfg->threads > 1 ? cfg->threads : 0u,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->connection_timeout_s,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	    MHD_OPTION_END);
+	if (s->mhd == NULL) {
+		snprintf(err, errlen, "cannot listen on %s:%d (address in use or "
+		    "not local?)", cfg->listen_host, cfg->listen_port);
+		free(s);
+		return -1;
+	}
+	*out = s;
+	return 0;
+}
+
+void
+api_server_quiesce(struct api_server *s)
+{
+	MHD_socket fd;
+
+	__atomic_store_n(&s->draining, 1, __ATOMIC_RELAXED);
+	fd = MHD_quiesce_daemon(s->mhd);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+}
+
+unsigned
+api_server_in_flight(const struct api_server *s)
+{
+	return __atomic_load_n(&s->in_flight, __ATOMIC_RELAXED);
+}
+
+void
+api_server_stop(struct api_server *s)
+{
+	if (s == NULL)
+		return;
+	MHD_stop_daemon(s->mhd);
+	free(s);
+}

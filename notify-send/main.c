@@ -4,6 +4,7 @@
  * offline hash and published, a broadcast is only published, in one
  * atomic step either way.
  */
+#include <err.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -85,22 +86,6 @@ usage(FILE *f)
 "refused, 70 out of memory, 74 output error, 78 bad configuration.\n");
 }
 
-static void
-die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
-
-static void
-die(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, PROG ": ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(code);
-}
-
 enum {
 	OPT_TTL = 256, OPT_JSON, OPT_BATCH, OPT_MAX_CONTENT, OPT_MAX_MESSAGE,
 	OPT_REDIS, OPT_PREFIX, OPT_VERSION,
@@ -156,7 +141,7 @@ parse_flags(int argc, char **argv, struct opts *o)
 			printf(PROG " " NT_VERSION "\n");
 			exit(NT_EXIT_OK);
 		default:
-			die(NT_EXIT_USAGE, "unknown flag or missing value: "
+			errx(NT_EXIT_USAGE, "unknown flag or missing value: "
 			    "'%s' (see --help)", argv[optind - 1]);
 		}
 	}
@@ -166,12 +151,12 @@ parse_flags(int argc, char **argv, struct opts *o)
 	if (o->batch) {
 		if (o->user || o->broadcast || o->type || o->channel ||
 		    o->data || o->nwords > 0)
-			die(NT_EXIT_USAGE, "--batch takes its requests from "
+			errx(NT_EXIT_USAGE, "--batch takes its requests from "
 			    "standard input only (no -u, -b, -t, -c, -d or MESSAGE)");
 	} else if (o->user && o->broadcast) {
-		die(NT_EXIT_USAGE, "-u and -b exclude each other");
+		errx(NT_EXIT_USAGE, "-u and -b exclude each other");
 	} else if (!o->user && !o->broadcast) {
-		die(NT_EXIT_USAGE, "give -u USER or -b (see --help)");
+		errx(NT_EXIT_USAGE, "give -u USER or -b (see --help)");
 	}
 }
 
@@ -196,14 +181,14 @@ resolve(const struct opts *o, struct setup *s)
 
 	v = nt_env_or(o->redis_url, "NOTIFYD_REDIS_URL", NT_DEFAULT_REDIS_URL);
 	if (nt_redis_url_parse(v, &s->url, err, sizeof(err)) != 0)
-		die(NT_EXIT_CONFIG, "%s", err);
+		errx(NT_EXIT_CONFIG, "%s", err);
 	s->store.prefix = nt_env_or(o->prefix, "NOTIFYD_REDIS_PREFIX", "");
 	if (nt_prefix_valid(s->store.prefix, err, sizeof(err)) != 0)
-		die(NT_EXIT_CONFIG, "%s", err);
+		errx(NT_EXIT_CONFIG, "%s", err);
 
 	v = setting(o->ttl, "NOTIFYD_OFFLINE_TTL", "7d", &code);
 	if (nt_duration_ms_parse(v, &ttl_ms) != 0 || ttl_ms < 1000)
-		die(code, "bad offline TTL '%s': want a duration of at least "
+		errx(code, "bad offline TTL '%s': want a duration of at least "
 		    "1s, e.g. 7d, 12h, 30m", v);
 	s->store.offline_ttl_s = (long long)((ttl_ms + 999) / 1000);
 
@@ -211,11 +196,11 @@ resolve(const struct opts *o, struct setup *s)
 	v = setting(o->max_content, "NOTIFYD_MAX_CONTENT", NULL, &code);
 	if (v && (nt_size_parse(v, &s->lim.max_content) != 0 ||
 	    s->lim.max_content == 0))
-		die(code, "bad content limit '%s': want a size, e.g. 64k", v);
+		errx(code, "bad content limit '%s': want a size, e.g. 64k", v);
 	v = setting(o->max_message, "NOTIFYD_MAX_MESSAGE", NULL, &code);
 	if (v && (nt_size_parse(v, &s->lim.max_message) != 0 ||
 	    s->lim.max_message == 0))
-		die(code, "bad message limit '%s': want a size, e.g. 128k", v);
+		errx(code, "bad message limit '%s': want a size, e.g. 128k", v);
 }
 
 /* The MESSAGE words joined by single spaces. Caller frees. */
@@ -229,7 +214,7 @@ join_words(char **words, int n)
 	for (i = 0; i < n; i++)
 		len += strlen(words[i]) + 1;
 	if ((buf = malloc(len)) == NULL)
-		die(NT_EXIT_SOFTWARE, "out of memory");
+		errx(NT_EXIT_SOFTWARE, "out of memory");
 	for (i = 0; i < n; i++) {
 		size_t wl = strlen(words[i]);
 
@@ -253,31 +238,31 @@ read_content(size_t max)
 	char *buf;
 
 	if (isatty(STDIN_FILENO))
-		die(NT_EXIT_USAGE, "no MESSAGE given and standard input is a "
+		errx(NT_EXIT_USAGE, "no MESSAGE given and standard input is a "
 		    "terminal (give MESSAGE words or pipe the content in)");
 	if ((buf = malloc(cap)) == NULL)
-		die(NT_EXIT_SOFTWARE, "out of memory");
+		errx(NT_EXIT_SOFTWARE, "out of memory");
 	while ((n = fread(buf + len, 1, cap - len - 1, stdin)) > 0) {
 		len += n;
 		if (len > max + 1)
-			die(NT_EXIT_DATAERR, "content is over %zu bytes", max);
+			errx(NT_EXIT_DATAERR, "content is over %zu bytes", max);
 		if (cap - len - 1 == 0) {
 			char *nb;
 
 			cap *= 2;
 			if ((nb = realloc(buf, cap)) == NULL)
-				die(NT_EXIT_SOFTWARE, "out of memory");
+				errx(NT_EXIT_SOFTWARE, "out of memory");
 			buf = nb;
 		}
 	}
 	if (ferror(stdin))
-		die(NT_EXIT_DATAERR, "reading standard input: %s",
+		errx(NT_EXIT_DATAERR, "reading standard input: %s",
 		    strerror(errno));
 	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
 		len--;
 	buf[len] = '\0';
 	if (memchr(buf, '\0', len) != NULL)
-		die(NT_EXIT_DATAERR, "content contains a NUL byte");
+		errx(NT_EXIT_DATAERR, "content contains a NUL byte");
 	return buf;
 }
 
@@ -289,7 +274,7 @@ connect_redis(const struct setup *s)
 
 	c = nt_redis_connect(&s->url, REDIS_TIMEOUT_MS, err, sizeof(err));
 	if (c == NULL)
-		die(NT_EXIT_UNAVAILABLE, "%s", err);
+		errx(NT_EXIT_UNAVAILABLE, "%s", err);
 	return c;
 }
 
@@ -308,9 +293,9 @@ send_one(const struct opts *o, const struct setup *s)
 	if (o->data) {
 		data = json_loads(o->data, JSON_DECODE_ANY, &jerr);
 		if (data == NULL)
-			die(NT_EXIT_DATAERR, "-d is not JSON: %s", jerr.text);
+			errx(NT_EXIT_DATAERR, "-d is not JSON: %s", jerr.text);
 		if (!json_is_object(data))
-			die(NT_EXIT_DATAERR, "-d must be a JSON object");
+			errx(NT_EXIT_DATAERR, "-d must be a JSON object");
 	}
 	if (o->nwords > 0)
 		content = join_words(o->words, o->nwords);
@@ -324,18 +309,18 @@ send_one(const struct opts *o, const struct setup *s)
 	req.channel = o->channel;
 	req.data = data;
 	if ((msg = nt_msg_build(&req, &s->lim, err, sizeof(err))) == NULL)
-		die(NT_EXIT_DATAERR, "%s", err);
+		errx(NT_EXIT_DATAERR, "%s", err);
 	if ((json = nt_msg_encode(msg, &s->lim, &len, err, sizeof(err))) == NULL)
-		die(NT_EXIT_DATAERR, "%s", err);
+		errx(NT_EXIT_DATAERR, "%s", err);
 
 	c = connect_redis(s);
 	if (nt_redis_send(c, &s->store, o->user, nt_msg_id(msg), json, len,
 	    &receivers, err, sizeof(err)) != 0)
-		die(NT_EXIT_UNAVAILABLE, "%s", err);
+		errx(NT_EXIT_UNAVAILABLE, "%s", err);
 	redisFree(c);
 
 	if (o->json && (puts(json) == EOF || fflush(stdout) != 0))
-		die(EX_IOERR, "writing standard output: %s",
+		errx(EX_IOERR, "writing standard output: %s",
 		    strerror(errno));
 	if (o->verbose > 0)
 		fprintf(stderr, PROG ": sent %s to %s%s (%lld receivers)\n",
@@ -401,14 +386,14 @@ batch_flush(struct batch *b)
 			b->sent++;
 			if (b->o->json && !b->redis_failed &&
 			    (puts(p->json) == EOF))
-				die(EX_IOERR, "writing standard "
+				errx(EX_IOERR, "writing standard "
 				    "output: %s", strerror(errno));
 		}
 		free(p->json);
 	}
 	b->nwin = 0;
 	if (b->o->json && fflush(stdout) != 0)
-		die(EX_IOERR, "writing standard output: %s", strerror(errno));
+		errx(EX_IOERR, "writing standard output: %s", strerror(errno));
 }
 
 /* Check one line and queue it: 0 queued, -1 bad (reported). */
@@ -437,7 +422,7 @@ batch_queue(struct batch *b, long line, const char *text, size_t textlen)
 		bad_line(b, line, err);
 	} else if (nt_redis_send_append(b->c, &b->s->store, req.target_user,
 	    nt_msg_id(msg), json, len) != 0) {
-		die(NT_EXIT_SOFTWARE, "out of memory");
+		errx(NT_EXIT_SOFTWARE, "out of memory");
 	} else {
 		b->win[b->nwin].line = line;
 		b->win[b->nwin].json = json;

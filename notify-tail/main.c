@@ -4,6 +4,7 @@
  * A debugging tool: it must keep going across Redis restarts, and stop
  * quietly when its reader (head, grep -m) goes away.
  */
+#include <err.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -90,37 +91,6 @@ usage(FILE *f)
 "74 output error, 78 bad configuration.\n");
 }
 
-static void
-die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
-
-static void
-die(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, PROG ": ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(code);
-}
-
-static void
-say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void
-say(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, PROG ": ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
 enum {
 	OPT_JSON = 256, OPT_OFFLINE, OPT_READY_FD, OPT_PING, OPT_REDIS,
 	OPT_PREFIX, OPT_VERSION,
@@ -168,12 +138,12 @@ parse_flags(int argc, char **argv, struct opts *o)
 			printf(PROG " " NT_VERSION "\n");
 			exit(NT_EXIT_OK);
 		default:
-			die(NT_EXIT_USAGE, "unknown flag or missing value: "
+			errx(NT_EXIT_USAGE, "unknown flag or missing value: "
 			    "'%s' (see --help)", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
-		die(NT_EXIT_USAGE, "unexpected argument '%s' (see --help)",
+		errx(NT_EXIT_USAGE, "unexpected argument '%s' (see --help)",
 		    argv[optind]);
 }
 
@@ -187,34 +157,34 @@ resolve(struct tail *t)
 
 	v = nt_env_or(t->o.redis_url, "NOTIFYD_REDIS_URL", NT_DEFAULT_REDIS_URL);
 	if (nt_redis_url_parse(v, &t->url, err, sizeof(err)) != 0)
-		die(NT_EXIT_CONFIG, "%s", err);
+		errx(NT_EXIT_CONFIG, "%s", err);
 	t->prefix = nt_env_or(t->o.prefix, "NOTIFYD_REDIS_PREFIX", "");
 	if (nt_prefix_valid(t->prefix, err, sizeof(err)) != 0)
-		die(NT_EXIT_CONFIG, "%s", err);
+		errx(NT_EXIT_CONFIG, "%s", err);
 	if (nt_key_channel(t->chan, sizeof(t->chan), t->prefix) < 0)
-		die(NT_EXIT_CONFIG, "redis prefix too long");
+		errx(NT_EXIT_CONFIG, "redis prefix too long");
 
 	t->max_count = 0;
 	if (t->o.count && nt_u64_parse(t->o.count, 1, UINT64_MAX,
 	    &t->max_count) != 0)
-		die(NT_EXIT_USAGE, "bad -n '%s': want a count of at least 1",
+		errx(NT_EXIT_USAGE, "bad -n '%s': want a count of at least 1",
 		    t->o.count);
 	v = t->o.ping ? t->o.ping : DEFAULT_PING;
 	if (nt_duration_ms_parse(v, &ms) != 0 || ms < 10 || ms > 3600000)
-		die(NT_EXIT_USAGE, "bad --ping-interval '%s': want a duration "
+		errx(NT_EXIT_USAGE, "bad --ping-interval '%s': want a duration "
 		    "from 10ms to 1h, e.g. 15s", v);
 	t->ping_ms = (int)ms;
 	t->ready_fd = -1;
 	if (t->o.ready_fd) {
 		if (nt_u64_parse(t->o.ready_fd, 0, 65535, &n) != 0 ||
 		    fcntl((int)n, F_GETFD) == -1)
-			die(NT_EXIT_USAGE, "bad --ready-fd '%s': not an open "
+			errx(NT_EXIT_USAGE, "bad --ready-fd '%s': not an open "
 			    "file descriptor", t->o.ready_fd);
 		t->ready_fd = (int)n;
 	}
 	t->stdout_pipe = fstat(STDOUT_FILENO, &sb) == 0 && S_ISFIFO(sb.st_mode);
 	if (t->o.offline && nt_user_valid(t->o.offline, err, sizeof(err)) != 0)
-		die(NT_EXIT_DATAERR, "--offline: %s", err);
+		errx(NT_EXIT_DATAERR, "--offline: %s", err);
 }
 
 /* ---- output ---------------------------------------------------------- */
@@ -225,7 +195,7 @@ output_failed(void)
 {
 	if (errno == EPIPE)
 		exit(NT_EXIT_OK);
-	die(EX_IOERR, "writing standard output: %s", strerror(errno));
+	errx(EX_IOERR, "writing standard output: %s", strerror(errno));
 }
 
 static const char *
@@ -305,7 +275,7 @@ emit(struct tail *t, const char *buf, size_t len)
 	json_t *msg;
 
 	if ((msg = nt_msg_decode(buf, len, err, sizeof(err))) == NULL) {
-		say("skipping a message that is not a notification: %s", err);
+		warnx("skipping a message that is not a notification: %s", err);
 		return 0;
 	}
 	if (!matches(t, msg)) {
@@ -352,21 +322,21 @@ list_offline(struct tail *t)
 	size_t i, n;
 
 	if (nt_key_offline(key, sizeof(key), t->prefix, t->o.offline) < 0)
-		die(NT_EXIT_DATAERR, "--offline: user id too long for a key");
+		errx(NT_EXIT_DATAERR, "--offline: user id too long for a key");
 	c = nt_redis_connect(&t->url, REDIS_TIMEOUT_MS, err, sizeof(err));
 	if (c == NULL)
-		die(NT_EXIT_UNAVAILABLE, "%s", err);
+		errx(NT_EXIT_UNAVAILABLE, "%s", err);
 	r = redisCommand(c, "HGETALL %s", key);
 	if (r == NULL)
-		die(NT_EXIT_UNAVAILABLE, "redis: %s", c->errstr);
+		errx(NT_EXIT_UNAVAILABLE, "redis: %s", c->errstr);
 	if (r->type == REDIS_REPLY_ERROR)
-		die(NT_EXIT_UNAVAILABLE, "redis: %s", r->str);
+		errx(NT_EXIT_UNAVAILABLE, "redis: %s", r->str);
 	if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
-		die(NT_EXIT_UNAVAILABLE, "redis: unexpected reply to HGETALL");
+		errx(NT_EXIT_UNAVAILABLE, "redis: unexpected reply to HGETALL");
 
 	n = r->elements / 2;
 	if ((f = calloc(n ? n : 1, sizeof(*f))) == NULL)
-		die(NT_EXIT_SOFTWARE, "out of memory");
+		errx(NT_EXIT_SOFTWARE, "out of memory");
 	for (i = 0; i < n; i++) {
 		f[i].id = r->element[2 * i];
 		f[i].json = r->element[2 * i + 1];
@@ -399,7 +369,7 @@ setup_signals(void)
 	struct sigaction sa;
 
 	if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
-		die(NT_EXIT_SOFTWARE, "pipe: %s", strerror(errno));
+		errx(NT_EXIT_SOFTWARE, "pipe: %s", strerror(errno));
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
@@ -475,9 +445,9 @@ handle_reply(struct tail *t, const redisReply *r, enum conn_state *st,
 	if (strcmp(kind, "subscribe") == 0) {
 		*st = IDLE;
 		if ((*subscriptions)++ == 0)
-			say("subscribed to %s", t->chan);
+			warnx("subscribed to %s", t->chan);
 		else
-			say("reconnected: subscribed to %s again", t->chan);
+			warnx("reconnected: subscribed to %s again", t->chan);
 		if (t->ready_fd >= 0) {
 			(void)!write(t->ready_fd, "\n", 1);
 			close(t->ready_fd);
@@ -588,14 +558,14 @@ run_tail(struct tail *t)
 				return NT_EXIT_OK;
 		}
 		if (subscriptions == 0)
-			die(NT_EXIT_UNAVAILABLE, "%s", err);
+			errx(NT_EXIT_UNAVAILABLE, "%s", err);
 		if (subscriptions > before) {
-			say("lost the redis connection (%s); reconnecting",
+			warnx("lost the redis connection (%s); reconnecting",
 			    err);
 			backoff = BACKOFF_MIN_MS;
 			failures = 0;
 		} else if (++failures == 1) {
-			say("cannot reconnect yet (%s); retrying with backoff "
+			warnx("cannot reconnect yet (%s); retrying with backoff "
 			    "up to %d ms", err, BACKOFF_MAX_MS);
 		}
 		if (wait_signal(backoff))

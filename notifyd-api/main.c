@@ -3,6 +3,7 @@
  * notifications. It speaks HTTP on one side and Redis on the other,
  * following notifyd(7); see notifyd-api(8).
  */
+#include <err.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -99,19 +100,6 @@ struct raw_opts {
 };
 
 static void
-die(int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, PROG ": ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(code);
-}
-
-static void
 parse_args(int argc, char **argv, struct raw_opts *o)
 {
 	int c;
@@ -160,7 +148,7 @@ need_u64(const char *name, const char *v, uint64_t min, uint64_t max)
 	uint64_t out;
 
 	if (nt_u64_parse(v, min, max, &out) < 0)
-		die(NT_EXIT_CONFIG, "%s: expected an integer in %llu..%llu, got "
+		errx(NT_EXIT_CONFIG, "%s: expected an integer in %llu..%llu, got "
 		    "\"%s\"", name, (unsigned long long)min,
 		    (unsigned long long)max, v);
 	return out;
@@ -172,7 +160,7 @@ need_ms(const char *name, const char *v, uint64_t min_ms, uint64_t max_ms)
 	uint64_t ms;
 
 	if (nt_duration_ms_parse(v, &ms) < 0 || ms < min_ms || ms > max_ms)
-		die(NT_EXIT_CONFIG, "%s: expected a duration from %llums to "
+		errx(NT_EXIT_CONFIG, "%s: expected a duration from %llums to "
 		    "%llums (e.g. 500ms, 30s, 7d), got \"%s\"", name,
 		    (unsigned long long)min_ms, (unsigned long long)max_ms, v);
 	return ms;
@@ -184,7 +172,7 @@ need_size(const char *name, const char *v, size_t min)
 	size_t n;
 
 	if (nt_size_parse(v, &n) < 0 || n < min)
-		die(NT_EXIT_CONFIG, "%s: expected a size of at least %zu bytes "
+		errx(NT_EXIT_CONFIG, "%s: expected a size of at least %zu bytes "
 		    "(e.g. 64k, 1M), got \"%s\"", name, min, v);
 	return n;
 }
@@ -200,11 +188,11 @@ build_auth_config(const struct raw_opts *o, struct api_config *cfg)
 	secret = nt_env_or(o->jwt_secret, "NOTIFYD_API_JWT_SECRET_FILE", NULL);
 	pubkey = nt_env_or(o->jwt_pubkey, "NOTIFYD_API_JWT_PUBLIC_KEY", NULL);
 	if (secret != NULL && pubkey != NULL)
-		die(NT_EXIT_USAGE, "--jwt-secret-file and --jwt-public-key "
+		errx(NT_EXIT_USAGE, "--jwt-secret-file and --jwt-public-key "
 		    "exclude each other");
 	if (cfg->insecure_no_auth && (o->keys != NULL || o->jwt_secret ||
 	    o->jwt_pubkey))
-		die(NT_EXIT_USAGE, "--insecure-no-auth excludes --api-keys-file "
+		errx(NT_EXIT_USAGE, "--insecure-no-auth excludes --api-keys-file "
 		    "and --jwt-*");
 	if (cfg->insecure_no_auth) {
 		cfg->keys_file = NULL;
@@ -212,7 +200,7 @@ build_auth_config(const struct raw_opts *o, struct api_config *cfg)
 	}
 	cfg->jwt_enabled = secret != NULL || pubkey != NULL;
 	if (cfg->keys_file == NULL && !cfg->jwt_enabled)
-		die(NT_EXIT_CONFIG, "no credentials: give --api-keys-file FILE "
+		errx(NT_EXIT_CONFIG, "no credentials: give --api-keys-file FILE "
 		    "and/or --jwt-secret-file/--jwt-public-key (or "
 		    "--insecure-no-auth for local development only)");
 	if (!cfg->jwt_enabled)
@@ -230,7 +218,7 @@ build_auth_config(const struct raw_opts *o, struct api_config *cfg)
 	cfg->jwt_scope = nt_env_or(o->jwt_scope, "NOTIFYD_API_JWT_SCOPE",
 	    "notifications:send");
 	if (cfg->jwt_scope[0] == '\0' || strchr(cfg->jwt_scope, ' '))
-		die(NT_EXIT_CONFIG, "--jwt-scope: one scope, no spaces");
+		errx(NT_EXIT_CONFIG, "--jwt-scope: one scope, no spaces");
 }
 
 static void
@@ -242,19 +230,19 @@ build_config(const struct raw_opts *o, struct api_config *cfg, int *ready_fd)
 
 	v = nt_env_or(o->log_level, "NOTIFYD_LOG_LEVEL", "info");
 	if (nt_log_level_parse(v, &level) < 0)
-		die(NT_EXIT_CONFIG, "--log-level: unknown level \"%s\"", v);
+		errx(NT_EXIT_CONFIG, "--log-level: unknown level \"%s\"", v);
 	nt_log_init(PROG, level);
 
 	v = nt_env_or(o->listen, "NOTIFYD_API_LISTEN", DEFAULT_LISTEN);
 	if (nt_hostport_parse(v, cfg->listen_host, sizeof(cfg->listen_host),
 	    &cfg->listen_port, err, sizeof(err)) < 0)
-		die(NT_EXIT_CONFIG, "--listen: %s", err);
+		errx(NT_EXIT_CONFIG, "--listen: %s", err);
 	v = nt_env_or(o->redis, "NOTIFYD_REDIS_URL", NT_DEFAULT_REDIS_URL);
 	if (nt_redis_url_parse(v, &cfg->redis, err, sizeof(err)) < 0)
-		die(NT_EXIT_CONFIG, "--redis: %s", err);
+		errx(NT_EXIT_CONFIG, "--redis: %s", err);
 	cfg->redis_prefix = nt_env_or(o->prefix, "NOTIFYD_REDIS_PREFIX", "");
 	if (nt_prefix_valid(cfg->redis_prefix, err, sizeof(err)) < 0)
-		die(NT_EXIT_CONFIG, "--redis-prefix: %s", err);
+		errx(NT_EXIT_CONFIG, "--redis-prefix: %s", err);
 	v = nt_env_or(o->ttl, "NOTIFYD_OFFLINE_TTL", "7d");
 	cfg->offline_ttl_s = (long long)(need_ms("--offline-ttl", v, 1000,
 	    366ull * 86400 * 1000) / 1000);
@@ -273,7 +261,7 @@ build_config(const struct raw_opts *o, struct api_config *cfg, int *ready_fd)
 
 	v = nt_env_or(o->rate, "NOTIFYD_API_RATE_LIMIT", "0");
 	if (api_rate_parse(v, &cfg->rate_per_s) < 0)
-		die(NT_EXIT_CONFIG, "--rate-limit: expected N, N/s or N/m, got "
+		errx(NT_EXIT_CONFIG, "--rate-limit: expected N, N/s or N/m, got "
 		    "\"%s\"", v);
 	v = nt_env_or(o->burst, "NOTIFYD_API_RATE_BURST", NULL);
 	cfg->rate_burst = v ? (double)need_u64("--rate-burst", v, 1,
@@ -286,7 +274,7 @@ build_config(const struct raw_opts *o, struct api_config *cfg, int *ready_fd)
 	    100000);
 	/* libmicrohttpd splits the limit among the worker threads. */
 	if (cfg->max_connections < cfg->threads)
-		die(NT_EXIT_CONFIG, "--max-connections (%u) must be at least "
+		errx(NT_EXIT_CONFIG, "--max-connections (%u) must be at least "
 		    "--threads (%u)", cfg->max_connections, cfg->threads);
 	v = nt_env_or(o->conn_timeout, "NOTIFYD_API_CONNECTION_TIMEOUT", "30s");
 	cfg->connection_timeout_s = (unsigned)(need_ms("--connection-timeout",
@@ -408,7 +396,7 @@ main(int argc, char **argv)
 	parse_args(argc, argv, &opts);
 	build_config(&opts, &cfg, &ready_fd);
 	if (make_auth(&cfg, &auth, err, sizeof(err)) < 0)
-		die(NT_EXIT_CONFIG, "%s", err);
+		errx(NT_EXIT_CONFIG, "%s", err);
 	if (cfg.insecure_no_auth)
 		nt_log_warn("--insecure-no-auth: anyone who can connect may send "
 		    "notifications; for local development only");
@@ -424,10 +412,10 @@ main(int argc, char **argv)
 
 	json_object_seed(0);
 	if (api_store_init(&cfg) < 0)
-		die(NT_EXIT_SOFTWARE, "cannot create thread-local storage");
+		errx(NT_EXIT_SOFTWARE, "cannot create thread-local storage");
 	probe_redis(&cfg);
 	if (api_server_start(&cfg, auth, &srv, err, sizeof(err)) < 0)
-		die(NT_EXIT_CONFIG, "%s", err);
+		errx(NT_EXIT_CONFIG, "%s", err);
 	nt_log_info("listening on %s:%d (%u threads, %zu API keys%s%s)",
 	    cfg.listen_host, cfg.listen_port, cfg.threads,
 	    api_auth_count(auth), cfg.jwt_enabled ? ", JWTs" : "",

@@ -493,6 +493,14 @@ int
 nt_jwt_verify(const struct nt_jwt_verifier *v, const char *token,
     time_t now, char user[NT_USER_MAX + 1], char *err, size_t errlen)
 {
+	return nt_jwt_verify_claims(v, token, now, user, NULL, err, errlen);
+}
+
+int
+nt_jwt_verify_claims(const struct nt_jwt_verifier *v, const char *token,
+    time_t now, char user[NT_USER_MAX + 1], json_t **claims_out, char *err,
+    size_t errlen)
+{
 	jwt_t *jwt = NULL;
 	json_t *claims;
 	char *json;
@@ -535,6 +543,9 @@ nt_jwt_verify(const struct nt_jwt_verifier *v, const char *token,
 		return -1;
 	}
 	r = claims_ok(v, claims, now, user, err, errlen);
-	json_decref(claims);
+	if (r == 0 && claims_out != NULL)
+		*claims_out = claims;
+	else
+		json_decref(claims);
 	return r;
 }

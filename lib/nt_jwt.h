@@ -44,4 +44,13 @@ void nt_jwt_verifier_free(struct nt_jwt_verifier *v);
 int nt_jwt_verify(const struct nt_jwt_verifier *v, const char *token,
     time_t now, char user[NT_USER_MAX + 1], char *err, size_t errlen);
 
+/*
+ * The same, and on success *claims (when not NULL) gets a new reference
+ * to the verified payload, for callers that check claims of their own
+ * (a scope). The caller json_decref()s it.
+ */
+int nt_jwt_verify_claims(const struct nt_jwt_verifier *v, const char *token,
+    time_t now, char user[NT_USER_MAX + 1], json_t **claims, char *err,
+    size_t errlen);
+
 #endif

@@ -8,7 +8,7 @@
  * nor which key matched.
  *
  * JWT signatures, algorithm, expiry, issuer and audience are checked by
- * lib/nt_jwt; the scope claim is then read from the verified token.
+ * lib/nt_jwt; the scope claim is then read from the verified claims.
  */
 #include <ctype.h>
 #include <math.h>
@@ -365,51 +365,6 @@ key_match(struct api_auth *a, const char *tok, size_t toklen)
 }
 
 static int
-b64url_value(int c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	return c == '-' ? 62 : c == '_' ? 63 : -1;
-}
-
-/* The payload segment of a (verified) JWT as JSON, or NULL. */
-static json_t *
-jwt_payload(const char *tok)
-{
-	const char *p = strchr(tok, '.'), *end;
-	unsigned char *buf;
-	size_t n = 0;
-	unsigned acc = 0;
-	int bits = 0;
-	json_t *claims;
-
-	if (p == NULL || (end = strchr(++p, '.')) == NULL)
-		return NULL;
-	if ((buf = malloc((size_t)(end - p))) == NULL)
-		return NULL;
-	for (; p < end; p++) {
-		int v = b64url_value((unsigned char)*p);
-		if (v < 0) {
-			free(buf);
-			return NULL;
-		}
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			buf[n++] = (unsigned char)(acc >> bits);
-		}
-	}
-	claims = json_loadb((const char *)buf, n, 0, NULL);
-	free(buf);
-	return claims;
-}
-
-static int
 scope_has(const char *list, const char *want)
 {
 	size_t wlen = strlen(want);
@@ -426,13 +381,11 @@ scope_has(const char *list, const char *want)
 
 /* "scope" as a space-separated string (RFC 8693) or an array, or "scp". */
 static int
-jwt_has_scope(const char *tok, const char *want)
+jwt_has_scope(json_t *claims, const char *want)
 {
-	json_t *claims = jwt_payload(tok), *v;
+	json_t *v;
 	int ok = 0;
 
-	if (claims == NULL)
-		return 0;
 	v = json_object_get(claims, "scope");
 	if (v == NULL)
 		v = json_object_get(claims, "scp");
@@ -446,7 +399,6 @@ jwt_has_scope(const char *tok, const char *want)
 			    want) == 0)
 				ok = 1;
 	}
-	json_decref(claims);
 	return ok;
 }
 
@@ -484,15 +436,19 @@ static enum api_auth_result
 check_jwt(struct api_auth *a, const char *tok, char *sub, char *name)
 {
 	char err[256];
-	int rc;
+	json_t *claims = NULL;
+	int rc, ok;
 
 	pthread_rwlock_rdlock(&a->jwt_lock);
-	rc = nt_jwt_verify(a->jwt, tok, time(NULL), sub, err, sizeof(err));
+	rc = nt_jwt_verify_claims(a->jwt, tok, time(NULL), sub, &claims, err,
+	    sizeof(err));
 	pthread_rwlock_unlock(&a->jwt_lock);
 	if (rc < 0)
 		return API_AUTH_INVALID;
 	name_jwt(name, sub);
-	return jwt_has_scope(tok, a->scope) ? API_AUTH_OK : API_AUTH_FORBIDDEN;
+	ok = jwt_has_scope(claims, a->scope);
+	json_decref(claims);
+	return ok ? API_AUTH_OK : API_AUTH_FORBIDDEN;
 }
 
 static int

@@ -201,6 +201,30 @@ valid_hs256_gives_sub(void **state)
 	nt_jwt_verifier_free(v);
 }
 
+/* The claims variant hands back the verified payload, and only then. */
+static void
+claims_returned_only_when_valid(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("s3cret", 30, NULL, NULL);
+	char *tok = mint_hs("s3cret", "{\"sub\":\"carol\",\"scope\":\"a b\"}");
+	char user[NT_USER_MAX + 1], err[256];
+	json_t *c = NULL;
+
+	assert_int_equal(nt_jwt_verify_claims(v, tok, now, user, &c, err,
+	    sizeof(err)), 0);
+	assert_non_null(c);
+	assert_string_equal(json_string_value(json_object_get(c, "scope")), "a b");
+	json_decref(c);
+	free(tok);
+	c = NULL;
+	tok = mint_hs("wrong", "{\"sub\":\"carol\"}");
+	assert_int_equal(nt_jwt_verify_claims(v, tok, now, user, &c, err,
+	    sizeof(err)), -1);
+	assert_null(c);
+	free(tok);
+	nt_jwt_verifier_free(v);
+}
+
 static void
 wrong_secret_refused(void **state)
 {
@@ -618,6 +642,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(valid_hs256_gives_sub),
+		cmocka_unit_test(claims_returned_only_when_valid),
 		cmocka_unit_test(wrong_secret_refused),
 		cmocka_unit_test(tampered_claims_refused),
 		cmocka_unit_test(alg_none_refused),

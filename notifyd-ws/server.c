@@ -1,0 +1,301 @@
+/*
+ * The listening socket, accepting, the user table, signals, readiness
+ * and the graceful shutdown of notifyd-ws.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include "nt_log.h"
+#include "ws.h"
+
+#define ACCEPT_BATCH   64
+#define EMFILE_PAUSE_S 0.1
+#define RBUF_LEN       (64 * 1024)
+
+size_t
+ntws_user_hash(const char *name)
+{
+	size_t h = 1469598103934665603ULL;   /* FNV-1a */
+
+	for (; *name != '\0'; name++) {
+		h ^= (unsigned char)*name;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+struct ntws_user *
+ntws_user_find(struct ntws_server *s, const char *name)
+{
+	struct ntws_user *u;
+
+	if (s->nbuckets == 0)
+		return NULL;
+	for (u = s->users[ntws_user_hash(name) & (s->nbuckets - 1)]; u != NULL;
+	    u = u->hnext)
+		if (strcmp(u->name, name) == 0)
+			return u;
+	return NULL;
+}
+
+static void
+accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct ntws_server *s = w->data;
+	int i, fd, one = 1;
+
+	for (i = 0; i < ACCEPT_BATCH; i++) {
+		fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				/* Out of descriptors: pause instead of spinning. */
+				if (!s->accept_paused_logged)
+					nt_log_warn("accept: %s; pausing accepts for %gs "
+					    "at a time", strerror(errno), EMFILE_PAUSE_S);
+				s->accept_paused_logged = 1;
+				ev_io_stop(loop, &s->accept_io);
+				ev_timer_set(&s->accept_pause, EMFILE_PAUSE_S, 0.);
+				ev_timer_start(loop, &s->accept_pause);
+			}
+			return;
+		}
+		s->accept_paused_logged = 0;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		ntws_conn_accept(s, fd);
+	}
+}
+
+static void
+accept_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct ntws_server *s = w->data;
+
+	if (!s->shutting_down)
+		ev_io_start(loop, &s->accept_io);
+}
+
+static void
+reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct ntws_server *s = w->data;
+
+	ntws_conn_flush_all(s);
+	ntws_conn_reap(s);
+	if (s->shutting_down && s->conns == NULL && ntws_redis_idle(s))
+		ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+shutdown_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	nt_log_warn("shutdown: deadline reached, closing what is left");
+	ev_break(loop, EVBREAK_ALL);
+}
+
+void
+ntws_server_shutdown(struct ntws_server *s)
+{
+	struct ntws_conn *c, *next;
+
+	if (s->shutting_down)
+		return;
+	s->shutting_down = 1;
+	nt_log_info("shutting down: closing %zu connections",
+	    s->nconns_total);
+	ev_io_stop(s->loop, &s->accept_io);
+	ev_timer_stop(s->loop, &s->accept_pause);
+	if (s->lfd >= 0) {
+		close(s->lfd);
+		s->lfd = -1;
+	}
+	for (c = s->conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->state == NTWS_CS_HTTP)
+			ntws_conn_kill(c);
+		else if (c->state == NTWS_CS_REPLAY || c->state == NTWS_CS_OPEN)
+			ntws_conn_close(c, 1001, "server shutting down");
+	}
+	ntws_redis_presence_clear(s);
+	ev_timer_set(&s->shutdown_timer, s->cfg->shutdown_timeout, 0.);
+	ev_timer_start(s->loop, &s->shutdown_timer);
+}
+
+static void
+signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct ntws_server *s = w->data;
+	char err[256];
+
+	switch (w->signum) {
+	case SIGHUP:
+		if (s->jwt != NULL &&
+		    nt_jwt_verifier_reload(s->jwt, err, sizeof(err)) != 0)
+			nt_log_err("SIGHUP: key not reloaded: %s", err);
+		else
+			nt_log_info("SIGHUP: JWT key reloaded");
+		break;
+	case SIGINT:
+		if (++s->sigints > 1) {
+			nt_log_warn("second SIGINT: exiting now");
+			_exit(NT_EXIT_OK);
+		}
+		/* FALLTHROUGH */
+	case SIGTERM:
+		ntws_server_shutdown(s);
+		break;
+	}
+}
+
+void
+ntws_server_maybe_ready(struct ntws_server *s)
+{
+	if (s->ready_sent || s->lfd < 0 || !ntws_redis_healthy(s))
+		return;
+	s->ready_sent = 1;
+	nt_log_info("ready: listening on %s:%d", s->cfg->listen_host,
+	    s->cfg->listen_port);
+	if (s->cfg->ready_fd >= 0) {
+		if (write(s->cfg->ready_fd, "\n", 1) != 1)
+			nt_log_warn("--ready-fd: %s", strerror(errno));
+		close(s->cfg->ready_fd);
+		s->cfg->ready_fd = -1;
+	}
+}
+
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			nt_log_warn("cannot raise RLIMIT_NOFILE: %s",
+			    strerror(errno));
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		nt_log_debug("open files limit: %llu",
+		    (unsigned long long)rl.rlim_cur);
+}
+
+static int
+listen_on(const struct ntws_config *cfg, char *err, size_t errlen)
+{
+	struct addrinfo hints, *res, *ai;
+	char port[16];
+	int fd = -1, one = 1, rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(port, sizeof(port), "%d", cfg->listen_port);
+	rc = getaddrinfo(cfg->listen_host[0] ? cfg->listen_host : NULL, port,
+	    &hints, &res);
+	if (rc != 0) {
+		snprintf(err, errlen, "--listen %s: %s", cfg->listen_host,
+		    gai_strerror(rc));
+		return -1;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (cfg->reuseport &&
+		    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one,
+		    sizeof(one)) != 0) {
+			snprintf(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
+			close(fd);
+			freeaddrinfo(res);
+			return -1;
+		}
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+		    listen(fd, 4096) == 0)
+			break;
+		snprintf(err, errlen, "listen on %s:%d: %s", cfg->listen_host,
+		    cfg->listen_port, strerror(errno));
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+int
+ntws_server_init(struct ntws_server *s, struct ev_loop *loop,
+    struct ntws_config *cfg, struct nt_jwt_verifier *jwt, char *err,
+    size_t errlen)
+{
+	memset(s, 0, sizeof(*s));
+	s->loop = loop;
+	s->cfg = cfg;
+	s->jwt = jwt;
+	s->lfd = -1;
+	raise_nofile();
+	if ((s->rbuf = malloc(RBUF_LEN)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	s->rbuf_len = RBUF_LEN;
+	if ((s->lfd = listen_on(cfg, err, errlen)) < 0)
+		return -1;
+	ev_io_init(&s->accept_io, accept_cb, s->lfd, EV_READ);
+	s->accept_io.data = s;
+	ev_io_start(loop, &s->accept_io);
+	ev_init(&s->accept_pause, accept_resume_cb);
+	s->accept_pause.data = s;
+	ev_prepare_init(&s->reaper, reaper_cb);
+	s->reaper.data = s;
+	ev_prepare_start(loop, &s->reaper);
+	ev_init(&s->shutdown_timer, shutdown_timer_cb);
+	s->shutdown_timer.data = s;
+	ev_signal_init(&s->sigterm, signal_cb, SIGTERM);
+	ev_signal_init(&s->sigint, signal_cb, SIGINT);
+	ev_signal_init(&s->sighup, signal_cb, SIGHUP);
+	s->sigterm.data = s->sigint.data = s->sighup.data = s;
+	ev_signal_start(loop, &s->sigterm);
+	ev_signal_start(loop, &s->sigint);
+	ev_signal_start(loop, &s->sighup);
+	nt_log_info("listening on %s:%d (instance %s)", cfg->listen_host,
+	    cfg->listen_port, cfg->instance_id);
+	ntws_redis_start(s);
+	return 0;
+}
+
+void
+ntws_server_free(struct ntws_server *s)
+{
+	struct ntws_conn *c, *next;
+
+	for (c = s->conns; c != NULL; c = next) {
+		next = c->next;
+		ntws_conn_kill(c);
+	}
+	ntws_redis_stop(s);   /* NULL replies release the connections */
+	s->flushq = NULL;
+	ntws_conn_reap(s);
+	ev_io_stop(s->loop, &s->accept_io);
+	ev_timer_stop(s->loop, &s->accept_pause);
+	ev_timer_stop(s->loop, &s->shutdown_timer);
+	ev_prepare_stop(s->loop, &s->reaper);
+	ev_signal_stop(s->loop, &s->sigterm);
+	ev_signal_stop(s->loop, &s->sigint);
+	ev_signal_stop(s->loop, &s->sighup);
+	if (s->lfd >= 0)
+		close(s->lfd);
+	free(s->users);
+	free(s->rbuf);
+}

@@ -11,7 +11,6 @@
 
 PREFIX  ?= /usr/local
 BINDIR  ?= $(PREFIX)/bin
-SBINDIR ?= $(PREFIX)/bin
 MANDIR  ?= $(PREFIX)/share/man
 VERSION := 0.1.0
 

@@ -5,7 +5,7 @@ set -eu
 N=${N:-100000}
 work=$(mktemp -d)
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --dir "$work" --save "" --appendonly no --loglevel warning &
+redis-server --port "$port" --bind 127.0.0.1 --dir "$work" --save "" --appendonly no --loglevel warning --logfile "$work/redis.log" &
 rpid=$!
 trap 'kill $rpid 2>/dev/null; wait $rpid 2>/dev/null; rm -rf "$work"' EXIT
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done

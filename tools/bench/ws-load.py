@@ -220,9 +220,29 @@ async def main():
           f"{len(conns)} idle authenticated connections")
     print(f"RSS per idle connection: {per:.0f} bytes")
 
+    r = Redis(a.redis_port)
+
+    # Latency at a steady low rate (200 msg/s) with every connection open:
+    # what one user sees, without the load client's own queueing.
+    lat.clear()
+    n_low = 500
+    before = sum(c.received for c in conns)
+    for i in range(n_low):
+        user = f"user{(i * 7919) % len(conns)}"
+        mid, text = msg(user, i)
+        r.pipeline([("EVAL", LUA, 2, f"offline:{user}", "notifications",
+                     mid, text, 604800)])
+        await asyncio.sleep(0.005)
+    deadline = time.monotonic() + 30
+    while sum(c.received for c in conns) - before < n_low and \
+            time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    print(f"latency at 200 msg/s:   publish->client p50 "
+          f"{pct(lat, 50) * 1e3:.2f} ms, p99 {pct(lat, 99) * 1e3:.2f} ms "
+          f"({len(lat)} samples, {len(conns)} connections open)")
+
     # Targeted throughput: K messages round-robin over all users, through
     # the real path (Lua store+publish, pub/sub, socket write, HDEL).
-    r = Redis(a.redis_port)
     k = a.targeted
     before = sum(c.received for c in conns)
     cpu0 = cpu_s(a.pid)

@@ -6,6 +6,7 @@
 #   make test       unit + end-to-end tests (installs deps first)
 #   make check      the tests once more under ASan+UBSan
 #   make bench      benchmarks (figures, not pass/fail)
+#   make valgrind   end-to-end suites with every program under memcheck
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make SANITIZER=address|undefined|address,undefined ...
 
@@ -124,7 +125,15 @@ check: deps
 	$(MAKE) SANITIZER=address,undefined e2e
 	$(MAKE) clean-bin
 
-.PHONY: clean-bin
+# The end-to-end suites that suit memcheck's pace, with every program
+# under valgrind (tools/valgrind-wrap.sh); any report fails the test.
+VALGRIND_TESTS ?= tests/e2e/test_send.py tests/e2e/test_tail.py \
+	tests/e2e/test_api.py tests/e2e/test_ws_delivery.py tests/e2e/test_ws_protocol.py
+valgrind: all
+	sh tools/valgrind-wrap.sh
+	NOTIFYD_BIN=$(CURDIR)/build/valgrind/bin $(PYTHON) -m pytest -q $(VALGRIND_TESTS) $(PYTEST_ARGS)
+
+.PHONY: clean-bin valgrind
 clean-bin:
 	rm -f $(BINS)
 

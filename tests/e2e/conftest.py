@@ -5,6 +5,7 @@ port in a temporary directory, and the real programs from bin/. All of
 them are stopped when the test ends, whether it passed or not.
 """
 import os
+import re
 import select
 import signal
 import socket
@@ -15,6 +16,15 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("NOTIFYD_BIN", os.path.join(ROOT, "bin"))
+
+
+# A report of AddressSanitizer/UBSan, or of valgrind (make valgrind runs
+# the programs under memcheck with -q, so any "==PID==" line is a report).
+_MEMORY_REPORT = re.compile(r"Sanitizer|runtime error|^==\d+== ", re.M)
+
+
+def assert_no_memory_report(stderr_text):
+    assert not _MEMORY_REPORT.search(stderr_text), stderr_text
 
 
 def bin_path(name):
@@ -158,9 +168,8 @@ def daemons():
     yield start
     for d in started:
         d.stop(timeout=5)
-        # A sanitizer report makes the process exit non-zero and print here.
-        err = d.stderr()
-        assert "Sanitizer" not in err and "runtime error" not in err, err
+        # A sanitizer or valgrind report is printed here.
+        assert_no_memory_report(d.stderr())
 
 
 def run(name, *args, input=None, env=None, timeout=30):
@@ -175,6 +184,5 @@ def run(name, *args, input=None, env=None, timeout=30):
     p = subprocess.run([bin_path(name)] + [str(a) for a in args],
                        input=input, env=full_env, capture_output=True,
                        timeout=timeout)
-    err = p.stderr.decode(errors="replace")
-    assert "Sanitizer" not in err and "runtime error" not in err, err
+    assert_no_memory_report(p.stderr.decode(errors="replace"))
     return p

@@ -252,7 +252,8 @@ slow_consumer(struct ntws_conn *c)
 
 /*
  * Queue b (the caller's reference moves to the queue) and try to write
- * at once. Notifications beyond --send-queue-max close the connection.
+ * at once. Notifications beyond --send-queue-max close the connection,
+ * which frees c->rp: callers that hold it check it afterwards.
  */
 void
 ntws_conn_enqueue(struct ntws_conn *c, struct ntws_buf *b)
@@ -261,7 +262,9 @@ ntws_conn_enqueue(struct ntws_conn *c, struct ntws_buf *b)
 		ntws_buf_unref(b);
 		return;
 	}
-	if (b->notification &&
+	/* One message alone over the limit still goes into an empty queue:
+	 * refusing it would close its user on every connect. */
+	if (b->notification && c->qbytes > 0 &&
 	    c->qbytes + b->len > c->srv->cfg->send_queue_max) {
 		ntws_buf_unref(b);
 		slow_consumer(c);
@@ -336,6 +339,14 @@ written(struct ntws_conn *c, struct ntws_buf *b)
 		if (b->targeted && b->id != NULL && !c->ack_mode &&
 		    c->user != NULL)
 			ntws_redis_hdel(s, c->user->name, b->id);
+		/*
+		 * A read of the store is pending (a replay restarted after a
+		 * lost subscription): it may have run before this HDEL and
+		 * still list the id, which is no longer in the queue.
+		 */
+		if (b->targeted && b->id != NULL && c->rp != NULL &&
+		    !c->rp->loaded)
+			ntws_seen_add(c, b->id);
 	}
 }
 
@@ -502,7 +513,9 @@ ntws_conn_kill(struct ntws_conn *c)
 	c->fd = -1;
 	queue_drop_all(c, 0);
 	user_detach(c);
-	if (c->ws != NULL) {
+	/* Killed from a wslay callback: wslay still runs on its context,
+	 * ntws_conn_ws_read() frees it once wslay_event_recv() returns. */
+	if (c->ws != NULL && !c->in_wslay) {
 		wslay_event_context_free(c->ws);
 		c->ws = NULL;
 	}
@@ -688,9 +701,14 @@ ntws_conn_ws_read(struct ntws_conn *c)
 		c->frame_open = c->msg_open = 0;
 	}
 	c->read_budget = READ_BUDGET;
+	c->in_wslay = 1;
 	r = wslay_event_recv(c->ws);
-	if (c->state == NTWS_CS_DEAD)
+	c->in_wslay = 0;
+	if (c->state == NTWS_CS_DEAD) {
+		wslay_event_context_free(c->ws);
+		c->ws = NULL;
 		return;
+	}
 	if (c->eof) {
 		ntws_conn_kill(c);
 		return;
@@ -705,6 +723,10 @@ ntws_conn_ws_read(struct ntws_conn *c)
 	/* Move wslay's control replies (pong, close) into our queue. */
 	if (!c->close_sent && wslay_event_want_write(c->ws))
 		wslay_event_send(c->ws);
+	/* Replies count against the limit too: a client that sends and never
+	 * reads must not grow our queue without bound. */
+	if (!c->close_sent && c->qbytes > s->cfg->send_queue_max)
+		slow_consumer(c);
 	if (!c->close_sent && wslay_event_get_close_sent(c->ws)) {
 		uint16_t code = wslay_event_get_status_code_sent(c->ws);
 		begin_closing(c, code);

@@ -52,6 +52,26 @@ ntws_seen_free(struct ntws_conn *c)
 	c->nseen = 0;
 }
 
+void
+ntws_seen_add(struct ntws_conn *c, const char *id)
+{
+	char **nv, *dup;
+	uint32_t i;
+
+	if (seen_has(c, id) || (dup = strdup(id)) == NULL)
+		return;
+	if ((nv = realloc(c->seen, (c->nseen + 1) * sizeof(*nv))) == NULL) {
+		free(dup);
+		return;
+	}
+	c->seen = nv;
+	/* Ids grow with time: this is nearly always an append. */
+	for (i = c->nseen; i > 0 && strcmp(c->seen[i - 1], id) > 0; i--)
+		c->seen[i] = c->seen[i - 1];
+	c->seen[i] = dup;
+	c->nseen++;
+}
+
 static void
 backlog_free(struct ntws_replay *rp)
 {
@@ -244,6 +264,9 @@ ntws_replay_begin(struct ntws_conn *c)
 	c->state = NTWS_CS_REPLAY;
 	c->replay_gen++;
 	rp->inflight = 0;
+	/* The ids remembered (and those written until the read is in) must
+	 * outlive the read: the fence is set again once its reply is in. */
+	c->fence = UINT64_MAX;
 	if (ntws_redis_can_replay(c->srv))
 		ntws_redis_hgetall(c->srv, c);
 }
@@ -306,6 +329,8 @@ ntws_replay_pump(struct ntws_conn *c)
 		rp->bpos++;
 		c->srv->m.replayed++;
 		ntws_conn_enqueue(c, ntws_buf_ref(b));
+		if (c->rp != rp)
+			return;   /* closed or killed: the replay is gone */
 	}
 	if (c->close_sent || c->state != NTWS_CS_REPLAY)
 		return;
@@ -325,6 +350,8 @@ ntws_replay_pump(struct ntws_conn *c)
 			if (!room_for(c, b))
 				return;
 			ntws_conn_enqueue(c, ntws_buf_ref(b));
+			if (c->rp != rp)
+				return;
 		}
 		rp->ppos++;
 		rp->pending_bytes -= b->len;
@@ -483,6 +510,8 @@ ntws_client_message(struct ntws_conn *c, const uint8_t *msg, size_t len)
 		else if (!json_is_string(jt) || json_string_length(jt) == 0 ||
 		    json_string_length(jt) > 64)
 			reply_error(c, "invalid id");
+		else if (c->srv->r.hdel_n >= NTWS_HDEL_ACK_MAX)
+			reply_error(c, "ack not recorded: too many pending");
 		else if (c->user != NULL)
 			ntws_redis_hdel(c->srv, c->user->name,
 			    json_string_value(jt));

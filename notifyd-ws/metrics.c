@@ -127,6 +127,9 @@ ntws_metrics_render(const struct ntws_server *s, size_t *len)
 	metric(&o, "send_queue_bytes", "gauge",
 	    "Bytes queued for clients, not yet written.",
 	    (double)s->queued_bytes);
+	metric(&o, "redis_pending_hdels", "gauge",
+	    "HDELs of delivered or acknowledged messages not yet answered.",
+	    (double)s->r.hdel_n);
 	metric(&o, "redis_up", "gauge",
 	    "1 while Redis is connected and the subscription is live.",
 	    ntws_redis_healthy(s) ? 1 : 0);

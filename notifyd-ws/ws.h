@@ -118,6 +118,7 @@ struct ntws_conn {
 	uint8_t             wr_shut;        /* shutdown(SHUT_WR) done */
 	uint8_t             eof;            /* the peer closed or failed */
 	uint8_t             flush_queued;   /* in srv->flushq */
+	uint8_t             in_wslay;       /* inside wslay_event_recv */
 	uint16_t            close_code;
 	uint16_t            nchannels;
 	uint32_t            redis_pending;  /* replies that will name us */
@@ -191,6 +192,14 @@ void ntws_metrics_latency(struct ntws_metrics *m, double seconds);
 char *ntws_metrics_render(const struct ntws_server *s, size_t *len);
 
 /* ---- Redis side (rds.c) ---- */
+
+/*
+ * Unanswered HDELs beyond which client acks are refused: each waits in
+ * memory until Redis answers, and a client can send acks faster than
+ * Redis answers, or while it is away. A refused ack only means the
+ * message comes again on the next connect.
+ */
+#define NTWS_HDEL_ACK_MAX 65536
 
 struct ntws_hdel {
 	struct ntws_hdel *next;
@@ -315,6 +324,8 @@ void ntws_replay_free(struct ntws_conn *c);
 /* Feed the send queue from the replay while it has room. */
 void ntws_replay_pump(struct ntws_conn *c);
 void ntws_seen_free(struct ntws_conn *c);
+/* Remember one id sent to c (kept sorted, until the fence). */
+void ntws_seen_add(struct ntws_conn *c, const char *id);
 void ntws_client_message(struct ntws_conn *c, const uint8_t *msg, size_t len);
 void ntws_channels_free(struct ntws_conn *c);
 

@@ -171,7 +171,23 @@ nt_hostport_parse(const char *s, char *host, size_t hostlen, int *port,
 	return 0;
 }
 
-/* Decode %XX escapes of a URL part in place. */
+static int
+hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Decode %XX escapes of a URL part in place: exactly two hex digits (not
+ * sscanf's %x, which skips blanks), and no %00, which would silently cut
+ * the password that AUTH sends as a C string.
+ */
 static int
 url_unescape(char *s)
 {
@@ -179,8 +195,8 @@ url_unescape(char *s)
 
 	for (char *r = s; *r; r++) {
 		if (*r == '%') {
-			int hi, lo;
-			if (sscanf(r + 1, "%1x%1x", &hi, &lo) != 2)
+			int hi = hex_digit(r[1]), lo = hi < 0 ? -1 : hex_digit(r[2]);
+			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				return -1;
 			*w++ = (char)(hi * 16 + lo);
 			r += 2;
@@ -285,7 +301,16 @@ nt_redis_url_parse(const char *url, struct nt_redis_url *out, char *err,
 		SET_ERR("bad redis URL: missing or too long host");
 		return -1;
 	}
-	if (hostport[0] == '[' || strchr(hostport, ':') != NULL) {
+	if (hostport[0] == '[' && strchr(hostport, ']') != NULL &&
+	    strchr(hostport, ']')[1] == '\0') {
+		/* [IPv6] without a port: the default port. */
+		size_t hl = strlen(hostport);
+		if (hl <= 2 || copy_n(out->host, sizeof(out->host), hostport + 1,
+		    hl - 2) < 0) {
+			SET_ERR("bad redis URL: empty or too long host");
+			return -1;
+		}
+	} else if (hostport[0] == '[' || strchr(hostport, ':') != NULL) {
 		char why[256];
 		if (nt_hostport_parse(hostport, out->host, sizeof(out->host),
 		    &out->port, why, sizeof(why)) < 0) {

@@ -45,6 +45,11 @@ redis_url_full(void **state)
 
 	assert_int_equal(nt_redis_url_parse("redis://pw@h", &u, err, sizeof(err)), 0);
 	assert_string_equal(u.password, "pw");
+
+	assert_int_equal(nt_redis_url_parse("redis://[::1]/3", &u, err, sizeof(err)), 0);
+	assert_string_equal(u.host, "::1");
+	assert_int_equal(u.port, 6379);
+	assert_int_equal(u.db, 3);
 }
 
 static void
@@ -66,7 +71,9 @@ redis_url_rejects(void **state)
 	static const char *bad[] = {
 		"", "http://x", "redis://", "redis://h:0", "redis://h:70000",
 		"redis://h:12ab", "redis://h/notanumber", "unix://relative",
-		"unix:///s?db=x", "redis://[::1", NULL,
+		"unix:///s?db=x", "redis://[::1", "redis://[]",
+		/* %XX is exactly two hex digits, and %00 would cut the password. */
+		"redis://:%2@h", "redis://:% 41@h", "redis://:a%00b@h", NULL,
 	};
 	struct nt_redis_url u;
 	char err[256];

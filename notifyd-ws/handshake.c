@@ -163,13 +163,14 @@ key_valid(struct ntws_str k)
 static int
 protocol_token(struct ntws_str v, char *out, size_t outlen)
 {
-	const char *p = v.p, *end = v.p + v.len, *comma;
+	const char *p = v.p, *end, *comma;
 	size_t n;
 	int bearer = 0;
 
 	out[0] = '\0';
 	if (v.p == NULL)
 		return 0;
+	end = v.p + v.len;
 	while (p < end) {
 		comma = memchr(p, ',', (size_t)(end - p));
 		if (comma == NULL)
@@ -304,7 +305,7 @@ ntws_http_read(struct ntws_conn *c)
 	struct ntws_server *s = c->srv;
 	struct ntws_http_req req;
 	ssize_t n;
-	size_t want;
+	size_t want, from;
 	char *nb;
 	int r;
 
@@ -329,7 +330,15 @@ ntws_http_read(struct ntws_conn *c)
 	}
 	c->inbuf = nb;
 	memcpy(c->inbuf + c->inlen, s->rbuf, (size_t)n);
+	from = c->inlen > 3 ? c->inlen - 3 : 0;
 	c->inlen += (uint32_t)n;
+	/*
+	 * Only the new bytes can end the head: look there before parsing it
+	 * all again, or a client sending a byte at a time costs quadratic time.
+	 */
+	if (memmem(c->inbuf + from, c->inlen - from, "\r\n\r\n", 4) == NULL &&
+	    c->inlen < NTWS_HTTP_MAX_HEAD)
+		return;
 	r = ntws_http_parse(c->inbuf, c->inlen, &req);
 	if (r == NTWS_HTTP_PARTIAL)
 		return;

@@ -176,11 +176,12 @@ ntws_http_parse(const char *buf, size_t len, struct ntws_http_req *req)
 int
 ntws_http_has_token(struct ntws_str v, const char *tok)
 {
-	const char *p = v.p, *end = v.p + v.len, *comma;
+	const char *p = v.p, *end, *comma;
 	struct ntws_str t;
 
 	if (v.p == NULL)
 		return 0;
+	end = v.p + v.len;  /* not before the check: NULL + 0 is undefined */
 	while (p < end) {
 		comma = memchr(p, ',', (size_t)(end - p));
 		if (comma == NULL)
@@ -209,11 +210,14 @@ int
 ntws_http_query_param(struct ntws_str q, const char *name, char *out,
     size_t outlen)
 {
-	const char *p = q.p, *end = q.p + q.len, *amp, *eq;
+	const char *p = q.p, *end, *amp, *eq;
 	size_t nlen = strlen(name), o;
 	int hi, lo;
 
-	while (p != NULL && p < end) {
+	if (q.p == NULL)
+		return -1;
+	end = q.p + q.len;
+	while (p < end) {
 		amp = memchr(p, '&', (size_t)(end - p));
 		if (amp == NULL)
 			amp = end;

@@ -7,6 +7,7 @@
 #   make check      the tests once more under ASan+UBSan
 #   make bench      benchmarks (figures, not pass/fail)
 #   make valgrind   end-to-end suites with every program under memcheck
+#   make fuzz       libFuzzer runs of the parsers (installs clang)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make SANITIZER=address|undefined|address,undefined ...
 
@@ -62,7 +63,8 @@ UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 MANPAGES := $(wildcard man/*.[1-8])
 
-.PHONY: all deps run test check unit e2e bench install uninstall clean lint-man
+.PHONY: all deps run test check unit e2e bench install uninstall clean lint-man \
+	fuzz fuzz-replay
 
 all: $(BINS)
 
@@ -103,6 +105,29 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIBNT)
 deps:
 	sh tools/deps.sh
 
+# Every libFuzzer target in tests/fuzz/ is also a plain regression test:
+# built with $(CC) and tests/fuzz/replay.c (no clang needed) and run over
+# its committed corpus, crash reproducers included. tools/fuzz.sh fuzzes.
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+
+# fuzz_handshake #includes notifyd-ws/handshake.c for its static helpers.
+$(BUILD)/fuzz/fuzz_handshake: $(filter-out %/main.o %/handshake.o,$(notifyd-ws_OBJS)) \
+	$(BUILD)/build/web_assets.o
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIBNT)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Inotifyd-ws $(ALL_LDFLAGS) -o $@ \
+		$(filter-out %.a,$^) $(LIBNT) $(NT_LIBS) -lcrypto
+
+fuzz-replay: $(FUZZ_BINS)
+	@fail=0; pass=0; for t in $(FUZZ_BINS); do \
+		if $$t tests/fuzz/corpus/$${t##*/}; then pass=$$((pass+1)); \
+		else fail=$$((fail+1)); echo "FAILED: $$t"; fi; \
+	done; echo "fuzz-replay: $$pass passed, $$fail failed"; test $$fail -eq 0
+
+fuzz: all
+	sh tools/fuzz.sh
+
 unit: $(UNIT_BINS)
 	@fail=0; pass=0; for t in $(UNIT_BINS); do \
 		if $$t; then pass=$$((pass+1)); else fail=$$((fail+1)); echo "FAILED: $$t"; fi; \
@@ -115,13 +140,13 @@ e2e: all
 test: deps
 	$(MAKE) all
 	$(MAKE) lint-man
-	$(MAKE) unit
+	$(MAKE) unit fuzz-replay
 	$(MAKE) e2e
 
 # Sanitizer builds go to build/san and bin/ is rebuilt from them.
 check: deps
 	$(MAKE) clean-bin
-	$(MAKE) SANITIZER=address,undefined all unit
+	$(MAKE) SANITIZER=address,undefined all unit fuzz-replay
 	$(MAKE) SANITIZER=address,undefined e2e
 	$(MAKE) clean-bin
 

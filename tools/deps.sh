@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="build-essential pkg-config libhiredis-dev libwslay-dev libjansson-dev
-libjwt-dev libmicrohttpd-dev libev-dev libcmocka-dev redis-server mandoc
+libjwt-dev libssl-dev libmicrohttpd-dev libev-dev libcmocka-dev redis-server mandoc
 python3 python3-pytest python3-websockets python3-jwt curl openssl valgrind wrk
 chromium"
 

@@ -183,29 +183,41 @@ hex_digit(char c)
 	return -1;
 }
 
-/*
- * Decode %XX escapes of a URL part in place: exactly two hex digits (not
- * sscanf's %x, which skips blanks), and no %00, which would silently cut
- * the password that AUTH sends as a C string.
- */
+int
+nt_percent_decode(const char *s, size_t n, int plus_space, char *out,
+    size_t outlen)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+
+		if (o + 1 >= outlen)
+			return -1;
+		if (s[i] != '%') {
+			out[o++] = plus_space && s[i] == '+' ? ' ' : s[i];
+			continue;
+		}
+		/* Exactly two hex digits (sscanf's %x would skip blanks). */
+		if (n - i < 3 || (hi = hex_digit(s[i + 1])) < 0 ||
+		    (lo = hex_digit(s[i + 2])) < 0 || (hi == 0 && lo == 0))
+			return -1;
+		out[o++] = (char)(hi * 16 + lo);
+		i += 2;
+	}
+	if (outlen == 0)
+		return -1;
+	out[o] = '\0';
+	return (int)o;
+}
+
+/* In place: decoding never writes ahead of what it reads. */
 static int
 url_unescape(char *s)
 {
-	char *w = s;
+	size_t n = strlen(s);
 
-	for (char *r = s; *r; r++) {
-		if (*r == '%') {
-			int hi = hex_digit(r[1]), lo = hi < 0 ? -1 : hex_digit(r[2]);
-			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-				return -1;
-			*w++ = (char)(hi * 16 + lo);
-			r += 2;
-		} else {
-			*w++ = *r;
-		}
-	}
-	*w = '\0';
-	return 0;
+	return nt_percent_decode(s, n, 0, s, n + 1) < 0 ? -1 : 0;
 }
 
 static int

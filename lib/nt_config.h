@@ -57,6 +57,16 @@ int nt_duration_ms_parse(const char *s, uint64_t *ms);
 const char *nt_env_or(const char *value, const char *env_name,
     const char *fallback);
 
+/*
+ * Decode n bytes of URL-encoded text into out (outlen bytes, always
+ * NUL-terminated on success): %XX takes exactly two hex digits, and with
+ * plus_space '+' is a space. %00 is refused, since the result is used as
+ * a C string (a password, a token). Returns the decoded length, or -1 on
+ * a bad escape or when out is too small. s and out may be the same.
+ */
+int nt_percent_decode(const char *s, size_t n, int plus_space, char *out,
+    size_t outlen);
+
 /* Key prefix: at most 64 bytes of [A-Za-z0-9_.:{}-]. */
 int nt_prefix_valid(const char *prefix, char *err, size_t errlen);
 

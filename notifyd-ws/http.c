@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "http.h"
+#include "nt_config.h"
 
 int
 ntws_str_eq(struct ntws_str s, const char *c)
@@ -194,25 +195,13 @@ ntws_http_has_token(struct ntws_str v, const char *tok)
 	return 0;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int
 ntws_http_query_param(struct ntws_str q, const char *name, char *out,
     size_t outlen)
 {
 	const char *p = q.p, *end, *amp, *eq;
-	size_t nlen = strlen(name), o;
-	int hi, lo;
+	size_t nlen = strlen(name);
+	int n;
 
 	if (q.p == NULL)
 		return -1;
@@ -224,20 +213,9 @@ ntws_http_query_param(struct ntws_str q, const char *name, char *out,
 		eq = memchr(p, '=', (size_t)(amp - p));
 		if (eq != NULL && (size_t)(eq - p) == nlen &&
 		    memcmp(p, name, nlen) == 0) {
-			for (o = 0, p = eq + 1; p < amp; p++) {
-				if (o + 1 >= outlen)
-					return -2;
-				if (*p == '%') {
-					if (amp - p < 3 || (hi = hexval(p[1])) < 0 ||
-					    (lo = hexval(p[2])) < 0)
-						return -2;
-					out[o++] = (char)(hi << 4 | lo);
-					p += 2;
-				} else
-					out[o++] = *p == '+' ? ' ' : *p;
-			}
-			out[o] = '\0';
-			return (int)o;
+			n = nt_percent_decode(eq + 1, (size_t)(amp - eq - 1), 1,
+			    out, outlen);
+			return n < 0 ? -2 : n;
 		}
 		p = amp + 1;
 	}

@@ -89,6 +89,28 @@ redis_url_rejects(void **state)
 }
 
 static void
+percent_decode(void **state)
+{
+	char out[16], inplace[] = "a%41b";
+
+	assert_int_equal(nt_percent_decode("a%2Fb+c", 7, 1, out, sizeof(out)), 5);
+	assert_string_equal(out, "a/b c");
+	assert_int_equal(nt_percent_decode("a+b", 3, 0, out, sizeof(out)), 3);
+	assert_string_equal(out, "a+b");
+	/* Bad escapes: short, blank, non-hex, and %00. */
+	assert_int_equal(nt_percent_decode("%4", 2, 0, out, sizeof(out)), -1);
+	assert_int_equal(nt_percent_decode("% 41", 4, 0, out, sizeof(out)), -1);
+	assert_int_equal(nt_percent_decode("%g1", 3, 0, out, sizeof(out)), -1);
+	assert_int_equal(nt_percent_decode("a%00", 4, 0, out, sizeof(out)), -1);
+	/* Too small for the value and its NUL. */
+	assert_int_equal(nt_percent_decode("abcd", 4, 0, out, 4), -1);
+	assert_int_equal(nt_percent_decode("abc", 3, 0, out, 4), 3);
+	/* In place. */
+	assert_int_equal(nt_percent_decode(inplace, 5, 0, inplace, 6), 3);
+	assert_string_equal(inplace, "aAb");
+}
+
+static void
 hostport(void **state)
 {
 	char host[64], err[128];
@@ -192,6 +214,7 @@ main(void)
 		cmocka_unit_test(redis_url_full),
 		cmocka_unit_test(redis_url_unix),
 		cmocka_unit_test(redis_url_rejects),
+		cmocka_unit_test(percent_decode),
 		cmocka_unit_test(hostport),
 		cmocka_unit_test(sizes_and_durations),
 		cmocka_unit_test(env_fallback),

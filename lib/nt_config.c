@@ -112,14 +112,15 @@ nt_env_or(const char *value, const char *env_name, const char *fallback)
 	return fallback;
 }
 
+/* A decimal int in [min, max]: ports, database numbers. */
 static int
-port_parse(const char *s, int *port)
+int_parse(const char *s, int min, int max, int *out)
 {
 	uint64_t v;
 
-	if (nt_u64_parse(s, 1, 65535, &v) < 0)
+	if (nt_u64_parse(s, (uint64_t)min, (uint64_t)max, &v) < 0)
 		return -1;
-	*port = (int)v;
+	*out = (int)v;
 	return 0;
 }
 
@@ -164,7 +165,7 @@ nt_hostport_parse(const char *s, char *host, size_t hostlen, int *port,
 		SET_ERR("bad address '%s': empty or too long host", s);
 		return -1;
 	}
-	if (port_parse(colon + 1, port) < 0) {
+	if (int_parse(colon + 1, 1, 65535, port) < 0) {
 		SET_ERR("bad address '%s': port must be 1..65535", s);
 		return -1;
 	}
@@ -221,17 +222,6 @@ url_unescape(char *s)
 }
 
 static int
-db_parse(const char *s, int *db)
-{
-	uint64_t v;
-
-	if (nt_u64_parse(s, 0, 1000000, &v) < 0)
-		return -1;
-	*db = (int)v;
-	return 0;
-}
-
-static int
 parse_unix_url(const char *rest, struct nt_redis_url *out, char *err,
     size_t errlen)
 {
@@ -245,7 +235,7 @@ parse_unix_url(const char *rest, struct nt_redis_url *out, char *err,
 		return -1;
 	}
 	if (q != NULL) {
-		if (strncmp(q + 1, "db=", 3) != 0 || db_parse(q + 4, &out->db) < 0) {
+		if (strncmp(q + 1, "db=", 3) != 0 || int_parse(q + 4, 0, 1000000, &out->db) < 0) {
 			SET_ERR("bad redis URL: expected ?db=N after the socket path");
 			return -1;
 		}
@@ -334,7 +324,7 @@ nt_redis_url_parse(const char *url, struct nt_redis_url *out, char *err,
 		SET_ERR("bad redis URL: host too long");
 		return -1;
 	}
-	if (slash != NULL && slash[1] != '\0' && db_parse(slash + 1, &out->db) < 0) {
+	if (slash != NULL && slash[1] != '\0' && int_parse(slash + 1, 0, 1000000, &out->db) < 0) {
 		SET_ERR("bad redis URL: database must be a number after '/'");
 		return -1;
 	}
@@ -359,6 +349,19 @@ nt_prefix_valid(const char *prefix, char *err, size_t errlen)
 		}
 	}
 	return 0;
+}
+
+int
+nt_redis_settings(const char *url_flag, const char *prefix_flag,
+    struct nt_redis_url *url, const char **prefix, char *err, size_t errlen)
+{
+	const char *u = nt_env_or(url_flag, "NOTIFYD_REDIS_URL",
+	    NT_DEFAULT_REDIS_URL);
+
+	if (nt_redis_url_parse(u, url, err, errlen) < 0)
+		return -1;
+	*prefix = nt_env_or(prefix_flag, "NOTIFYD_REDIS_PREFIX", "");
+	return nt_prefix_valid(*prefix, err, errlen);
 }
 
 char *

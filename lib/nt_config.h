@@ -71,6 +71,15 @@ int nt_percent_decode(const char *s, size_t n, int plus_space, char *out,
 int nt_prefix_valid(const char *prefix, char *err, size_t errlen);
 
 /*
+ * Where every program finds Redis: the --redis and --redis-prefix values
+ * (NULL when not given), else NOTIFYD_REDIS_URL and NOTIFYD_REDIS_PREFIX,
+ * else the defaults; parsed into *url and checked. *prefix is borrowed
+ * from the flag or the environment. 0, or -1 with err set (exit 78).
+ */
+int nt_redis_settings(const char *url_flag, const char *prefix_flag,
+    struct nt_redis_url *url, const char **prefix, char *err, size_t errlen);
+
+/*
  * Read a whole small file (a key, a secret) into a NUL-terminated
  * malloc'd buffer; *len excludes the NUL. Caller frees. Trailing
  * newlines are kept: callers that want them gone strip them.

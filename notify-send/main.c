@@ -179,11 +179,8 @@ resolve(const struct opts *o, struct setup *s)
 	uint64_t ttl_ms;
 	int code;
 
-	v = nt_env_or(o->redis_url, "NOTIFYD_REDIS_URL", NT_DEFAULT_REDIS_URL);
-	if (nt_redis_url_parse(v, &s->url, err, sizeof(err)) != 0)
-		errx(NT_EXIT_CONFIG, "%s", err);
-	s->store.prefix = nt_env_or(o->prefix, "NOTIFYD_REDIS_PREFIX", "");
-	if (nt_prefix_valid(s->store.prefix, err, sizeof(err)) != 0)
+	if (nt_redis_settings(o->redis_url, o->prefix, &s->url,
+	    &s->store.prefix, err, sizeof(err)) != 0)
 		errx(NT_EXIT_CONFIG, "%s", err);
 
 	v = setting(o->ttl, "NOTIFYD_OFFLINE_TTL", "7d", &code);

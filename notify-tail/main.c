@@ -155,11 +155,8 @@ resolve(struct tail *t)
 	uint64_t n, ms;
 	struct stat sb;
 
-	v = nt_env_or(t->o.redis_url, "NOTIFYD_REDIS_URL", NT_DEFAULT_REDIS_URL);
-	if (nt_redis_url_parse(v, &t->url, err, sizeof(err)) != 0)
-		errx(NT_EXIT_CONFIG, "%s", err);
-	t->prefix = nt_env_or(t->o.prefix, "NOTIFYD_REDIS_PREFIX", "");
-	if (nt_prefix_valid(t->prefix, err, sizeof(err)) != 0)
+	if (nt_redis_settings(t->o.redis_url, t->o.prefix, &t->url, &t->prefix,
+	    err, sizeof(err)) != 0)
 		errx(NT_EXIT_CONFIG, "%s", err);
 	if (nt_key_channel(t->chan, sizeof(t->chan), t->prefix) < 0)
 		errx(NT_EXIT_CONFIG, "redis prefix too long");

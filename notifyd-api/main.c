@@ -237,12 +237,9 @@ build_config(const struct raw_opts *o, struct api_config *cfg, int *ready_fd)
 	if (nt_hostport_parse(v, cfg->listen_host, sizeof(cfg->listen_host),
 	    &cfg->listen_port, err, sizeof(err)) < 0)
 		errx(NT_EXIT_CONFIG, "--listen: %s", err);
-	v = nt_env_or(o->redis, "NOTIFYD_REDIS_URL", NT_DEFAULT_REDIS_URL);
-	if (nt_redis_url_parse(v, &cfg->redis, err, sizeof(err)) < 0)
-		errx(NT_EXIT_CONFIG, "--redis: %s", err);
-	cfg->redis_prefix = nt_env_or(o->prefix, "NOTIFYD_REDIS_PREFIX", "");
-	if (nt_prefix_valid(cfg->redis_prefix, err, sizeof(err)) < 0)
-		errx(NT_EXIT_CONFIG, "--redis-prefix: %s", err);
+	if (nt_redis_settings(o->redis, o->prefix, &cfg->redis,
+	    &cfg->redis_prefix, err, sizeof(err)) < 0)
+		errx(NT_EXIT_CONFIG, "%s", err);
 	v = nt_env_or(o->ttl, "NOTIFYD_OFFLINE_TTL", "7d");
 	cfg->offline_ttl_s = (long long)(need_ms("--offline-ttl", v, 1000,
 	    366ull * 86400 * 1000) / 1000);

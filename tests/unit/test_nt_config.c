@@ -174,6 +174,34 @@ env_fallback(void **state)
 }
 
 static void
+redis_settings(void **state)
+{
+	struct nt_redis_url u;
+	const char *prefix;
+	char err[256];
+
+	unsetenv("NOTIFYD_REDIS_URL");
+	unsetenv("NOTIFYD_REDIS_PREFIX");
+	assert_int_equal(nt_redis_settings(NULL, NULL, &u, &prefix, err, sizeof(err)), 0);
+	assert_string_equal(u.host, "127.0.0.1");
+	assert_string_equal(prefix, "");
+	setenv("NOTIFYD_REDIS_URL", "redis://envhost:7000", 1);
+	setenv("NOTIFYD_REDIS_PREFIX", "app:", 1);
+	assert_int_equal(nt_redis_settings(NULL, NULL, &u, &prefix, err, sizeof(err)), 0);
+	assert_string_equal(u.host, "envhost");
+	assert_string_equal(prefix, "app:");
+	/* Flags win over the environment. */
+	assert_int_equal(nt_redis_settings("redis://flag", "f:", &u, &prefix, err, sizeof(err)), 0);
+	assert_string_equal(u.host, "flag");
+	assert_string_equal(prefix, "f:");
+	assert_int_equal(nt_redis_settings(NULL, "bad prefix", &u, &prefix, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "prefix"));
+	assert_int_equal(nt_redis_settings("http://x", NULL, &u, &prefix, err, sizeof(err)), -1);
+	unsetenv("NOTIFYD_REDIS_URL");
+	unsetenv("NOTIFYD_REDIS_PREFIX");
+}
+
+static void
 prefix_rules(void **state)
 {
 	char err[128];
@@ -218,6 +246,7 @@ main(void)
 		cmocka_unit_test(hostport),
 		cmocka_unit_test(sizes_and_durations),
 		cmocka_unit_test(env_fallback),
+		cmocka_unit_test(redis_settings),
 		cmocka_unit_test(prefix_rules),
 		cmocka_unit_test(file_read),
 	};

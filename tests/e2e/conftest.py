@@ -186,3 +186,19 @@ def run(name, *args, input=None, env=None, timeout=30):
                        timeout=timeout)
     assert_no_memory_report(p.stderr.decode(errors="replace"))
     return p
+
+
+@pytest.fixture
+def keys(tmp_path):
+    """JWT keys of the WebSocket tests (tests/e2e/wsproto.py)."""
+    from wsproto import Keys
+    return Keys(tmp_path)
+
+
+@pytest.fixture
+def r(redis):
+    """A raw RESP connection to the test's Redis (tests/e2e/wsutil.py)."""
+    from wsutil import Resp
+    c = Resp(redis.port)
+    yield c
+    c.close()

@@ -22,11 +22,6 @@ from wsproto import (SECRET, Keys, RawWS, arun, mint, mint_hs_with_key_text,
                      store_offline, wait_until, ws_url)
 
 
-@pytest.fixture
-def keys(tmp_path):
-    return Keys(tmp_path)
-
-
 async def first_event(url, subprotocols=None, timeout=5):
     """Connect and wait for the first message or the close: returns
     ("message", text), ("closed", code, reason), or ("open",) when neither

@@ -13,23 +13,11 @@ import time
 
 import pytest
 
-from wsproto import Keys, arun, mint, start_ws
+from wsproto import arun, mint, start_ws
 from wsutil import (Resp, http_get, message, metric, offline_ids,
                     online_users, recv_json, recv_none, recv_until,
                     send_broadcast, send_targeted, store_offline,
                     targeted_cmd, wait_for, ws_connect)
-
-
-@pytest.fixture
-def keys(tmp_path):
-    return Keys(tmp_path)
-
-
-@pytest.fixture
-def r(redis):
-    c = Resp(redis.port)
-    yield c
-    c.close()
 
 
 @pytest.fixture

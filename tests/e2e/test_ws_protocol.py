@@ -16,15 +16,10 @@ import pytest
 import websockets
 
 from wsproto import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
-                     Closed, Keys, RawWS, accept_for, arun, frame,
+                     Closed, RawWS, accept_for, arun, frame,
                      http_exchange, mint, read_http_response, start_ws,
                      upgrade_request,
                      wait_closed_by_peer, ws_key, ws_url)
-
-
-@pytest.fixture
-def keys(tmp_path):
-    return Keys(tmp_path)
 
 
 @pytest.fixture

@@ -14,22 +14,10 @@ import time
 
 import pytest
 
-from wsproto import (OP_BINARY, OP_PING, OP_PONG, OP_TEXT, Keys, RawWS, frame,
+from wsproto import (OP_BINARY, OP_PING, OP_PONG, OP_TEXT, RawWS, frame,
                      mint, start_ws)
-from wsutil import (Resp, message, metric, offline_ids, store_offline,
+from wsutil import (message, metric, offline_ids, store_offline,
                     targeted_cmd, wait_for)
-
-
-@pytest.fixture
-def keys(tmp_path):
-    return Keys(tmp_path)
-
-
-@pytest.fixture
-def r(redis):
-    c = Resp(redis.port)
-    yield c
-    c.close()
 
 
 def healthy(port, user="bystander"):

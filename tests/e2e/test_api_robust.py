@@ -6,12 +6,11 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 
 from apiutil import (KEY_A, KEY_B, Subscriber, metric_value, raw_http,
                      start_api, write_keys)
-from conftest import bin_path, free_port, run
+from conftest import free_port, run
 
 SEND = "/api/notifications/send"
 

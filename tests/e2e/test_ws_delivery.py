@@ -15,7 +15,7 @@ import pytest
 
 from wsproto import arun, mint, start_ws
 from wsutil import (Resp, http_get, message, metric, offline_ids,
-                    online_users, recv_json, recv_none, recv_until,
+                    online_users, recv_json, recv_none,
                     send_broadcast, send_targeted, store_offline,
                     targeted_cmd, wait_for, ws_connect)
 

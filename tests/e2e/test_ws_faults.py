@@ -15,8 +15,7 @@ import pytest
 import websockets
 
 from conftest import bin_path, free_port, wait_port
-from wsproto import (OP_CLOSE, OP_PING, ClosedWith, RawWS, arun, frame,
-                     mint, start_ws, wait_closed_by_peer)
+from wsproto import OP_PING, RawWS, arun, mint, wait_closed_by_peer
 from wsutil import (Resp, http_get, message, metric, offline_ids,
                     online_users, recv_json, send_targeted, store_offline,
                     wait_for, ws_connect)

@@ -2,6 +2,8 @@
 #
 #   make            build every program into bin/
 #   make deps       install the Debian packages the build, tests and run need
+#   make deps-run   only what the build and make run need
+#   make fresh-check  make test in a clean Debian 12 root (debootstrap, root)
 #   make run        build and run the system locally (private redis if needed)
 #   make test       unit + end-to-end tests (installs deps first)
 #   make check      the tests once more under ASan+UBSan
@@ -102,8 +104,14 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIBNT)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBNT) $(NT_LIBS) -lcmocka
 
+# deps: everything test, check and bench use; deps-run: only what
+# building and `make run` need (no chromium, valgrind, wrk or Node.js).
 deps:
-	sh tools/deps.sh
+	sh tools/deps.sh test
+
+.PHONY: deps-run
+deps-run:
+	sh tools/deps.sh run
 
 # Every libFuzzer target in tests/fuzz/ is also a plain regression test:
 # built with $(CC) and tests/fuzz/replay.c (no clang needed) and run over
@@ -166,8 +174,16 @@ clean-bin:
 lint-man:
 	@for m in $(MANPAGES); do mandoc -Tlint -W warning $$m || exit 1; done; echo "man pages lint clean"
 
-run: deps all
+# make run WS_PORT=9080 API_PORT=9081: command-line variables reach
+# bin/notifyd-run through the environment.
+run: deps-run all
 	sh bin/notifyd-run
+
+# The committed tree, in a clean Debian 12 root with only build-essential,
+# git, curl and ca-certificates: what a newcomer's first `make test` sees.
+.PHONY: fresh-check
+fresh-check:
+	sh tools/fresh-check.sh
 
 bench: deps all
 	sh tools/bench.sh

@@ -22,6 +22,7 @@
 /* Column where help text starts, and the width it wraps at. */
 #define HELP_COL   28
 #define HELP_WIDTH 79
+#define NBSP       '\x01'
 
 static int
 short_taken(const struct nt_opt_spec *spec, int c)
@@ -76,7 +77,9 @@ wrap(FILE *f, int col, const char *text)
 			fputc(' ', f);
 			at++;
 		}
-		fprintf(f, "%.*s", len, w);
+		/* NBSP marks a space that must not break a line. */
+		for (const char *c = w; c < end; c++)
+			fputc(*c == NBSP ? ' ' : *c, f);
 		at += len;
 		w = end;
 	}
@@ -121,10 +124,10 @@ nt_opt_help(const struct nt_opt_spec *spec, FILE *f)
 		n = snprintf(text, sizeof(text), "%s", o->help);
 		if (o->def != NULL && *o->def != '\0' && o->arg != NULL)
 			n += snprintf(text + n, sizeof(text) - (size_t)n,
-			    " (default: %s)", o->def);
+			    " (default:%c%s)", NBSP, o->def);
 		if (o->env != NULL)
 			snprintf(text + n, sizeof(text) - (size_t)n,
-			    " [env: %s]", o->env);
+			    " [env:%c%s]", NBSP, o->env);
 		help_line(f, o->short_name, o->name, o->arg, text);
 	}
 	help_line(f, short_taken(spec, 'h') ? 0 : 'h', "help", NULL,
@@ -209,7 +212,7 @@ nt_opt_parse(const struct nt_opt_spec *spec, int argc, char **argv,
 	const char **given;
 	const struct nt_opt *o;
 	struct option *longopts;
-	char *shortopts, why[256];
+	char *shortopts, why[256], shown[256], reason[256];
 	const char *v, *from, *env;
 	int ch, idx, rc = 0;
 	size_t i;
@@ -266,6 +269,10 @@ nt_opt_parse(const struct nt_opt_spec *spec, int argc, char **argv,
 			continue;
 		if (o->parse(o, v, why, sizeof(why)) == 0)
 			continue;
+		/* The value is echoed: never with a password from a URL in it. */
+		v = nt_url_mask_password(v, shown, sizeof(shown));
+		snprintf(why, sizeof(why), "%s",
+		    nt_url_mask_password(why, reason, sizeof(reason)));
 		if (from == NULL)
 			SET_ERR("default of --%s '%s': %s", o->name, v, why);
 		else if (from == o->env)
@@ -348,18 +355,39 @@ nt_opt_size(const struct nt_opt *o, const char *value, char *err,
 	return 0;
 }
 
+/* ms in its largest exact unit: 1000 -> "1s", 31622400000 -> "366d". */
+static const char *
+duration_text(long long ms, char *buf, size_t len)
+{
+	static const struct { long long ms; const char *unit; } units[] = {
+		{ 86400000, "d" }, { 3600000, "h" }, { 60000, "m" }, { 1000, "s" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (ms > 0 && ms % units[i].ms == 0) {
+			snprintf(buf, len, "%lld%s", ms / units[i].ms, units[i].unit);
+			return buf;
+		}
+	snprintf(buf, len, "%lldms", ms);
+	return buf;
+}
+
 static int
 duration_in_range(const struct nt_opt *o, const char *value, uint64_t *ms,
     char *err, size_t errlen)
 {
 	if (nt_duration_ms_parse(value, ms) != 0 || *ms < (uint64_t)o->min ||
 	    (o->max > 0 && *ms > (uint64_t)o->max)) {
+		char lo[32], hi[32];
+
+		duration_text(o->min, lo, sizeof(lo));
 		if (o->max > 0)
-			SET_ERR("want a duration from %lldms to %lldms, e.g. 500ms, "
-			    "30s, 5m, 7d", o->min, o->max);
+			SET_ERR("want a duration from %s to %s (units ms, s, m, "
+			    "h, d)", lo, duration_text(o->max, hi, sizeof(hi)));
 		else
-			SET_ERR("want a duration of at least %lldms, e.g. 500ms, "
-			    "30s, 5m, 7d", o->min);
+			SET_ERR("want a duration of at least %s (units ms, s, m, "
+			    "h, d)", lo);
 		return -1;
 	}
 	return 0;

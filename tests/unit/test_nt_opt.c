@@ -154,6 +154,10 @@ bad_values_are_config_errors_naming_their_source(void **state)
 	assert_int_equal(run(err, sizeof(err), &first, "--max", "10", NULL), 78);
 	assert_non_null(strstr(err, "at least 1024"));
 	assert_int_equal(run(err, sizeof(err), &first, "--ttl", "10ms", NULL), 78);
+	/* A value is echoed with any URL password masked. */
+	assert_int_equal(run(err, sizeof(err), &first, "--listen",
+	    "redis://:hunter2@host", NULL), 78);
+	assert_null(strstr(err, "hunter2"));
 }
 
 static void

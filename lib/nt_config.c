@@ -99,19 +99,6 @@ nt_duration_ms_parse(const char *s, uint64_t *ms)
 	return mul_checked(n, mult, ms);
 }
 
-const char *
-nt_env_or(const char *value, const char *env_name, const char *fallback)
-{
-	const char *env;
-
-	if (value != NULL)
-		return value;
-	env = env_name ? getenv(env_name) : NULL;
-	if (env != NULL && *env != '\0')
-		return env;
-	return fallback;
-}
-
 /* A decimal int in [min, max]: ports, database numbers. */
 static int
 int_parse(const char *s, int min, int max, int *out)
@@ -351,17 +338,69 @@ nt_prefix_valid(const char *prefix, char *err, size_t errlen)
 	return 0;
 }
 
-int
-nt_redis_settings(const char *url_flag, const char *prefix_flag,
-    struct nt_redis_url *url, const char **prefix, char *err, size_t errlen)
+char *
+nt_redis_url_format(const struct nt_redis_url *url, char *buf, size_t len)
 {
-	const char *u = nt_env_or(url_flag, "NOTIFYD_REDIS_URL",
-	    NT_DEFAULT_REDIS_URL);
+	const char *open = "", *close = "";
 
-	if (nt_redis_url_parse(u, url, err, errlen) < 0)
-		return -1;
-	*prefix = nt_env_or(prefix_flag, "NOTIFYD_REDIS_PREFIX", "");
-	return nt_prefix_valid(*prefix, err, errlen);
+	if (len == 0)
+		return buf;
+	if (url->is_unix) {
+		if (url->db > 0)
+			snprintf(buf, len, "unix://%s?db=%d", url->path, url->db);
+		else
+			snprintf(buf, len, "unix://%s", url->path);
+		return buf;
+	}
+	if (strchr(url->host, ':') != NULL) {
+		open = "[";
+		close = "]";
+	}
+	/*
+	 * Without a password no AUTH is sent, so a user name alone is not
+	 * shown; with one, the user name stays: it tells which ACL user was
+	 * tried.
+	 */
+	if (url->password[0] != '\0')
+		snprintf(buf, len, "redis://%s:***@%s%s%s:%d", url->username,
+		    open, url->host, close, url->port);
+	else
+		snprintf(buf, len, "redis://%s%s%s:%d", open, url->host, close,
+		    url->port);
+	if (url->db > 0) {
+		size_t n = strlen(buf);
+
+		snprintf(buf + n, len - n, "/%d", url->db);
+	}
+	return buf;
+}
+
+char *
+nt_url_mask_password(const char *text, char *buf, size_t len)
+{
+	const char *user, *at = NULL, *colon;
+
+	if (len == 0)
+		return buf;
+	/*
+	 * The last '@' of the whole text: a password may hold '@' or '/'
+	 * (unescaped, in a URL that will not parse), and masking too much
+	 * of a bad value does less harm than showing a password.
+	 */
+	user = strstr(text, "://");
+	if (user != NULL) {
+		user += 3;
+		at = strrchr(user, '@');
+	}
+	if (at == NULL) {
+		snprintf(buf, len, "%s", text);
+		return buf;
+	}
+	colon = memchr(user, ':', (size_t)(at - user));
+	if (colon == NULL)
+		colon = user - 1;  /* the whole userinfo is the password */
+	snprintf(buf, len, "%.*s***%s", (int)(colon + 1 - text), text, at);
+	return buf;
 }
 
 char *

@@ -37,6 +37,23 @@ struct nt_redis_url {
 int nt_redis_url_parse(const char *url, struct nt_redis_url *out,
     char *err, size_t errlen);
 
+/*
+ * The URL as text for messages, the password masked: redis://:***@host:6379/2,
+ * redis://user:***@[::1]:6379, unix:///run/redis.sock?db=1. Always
+ * NUL-terminated, cut to len; returns buf.
+ */
+char *nt_redis_url_format(const struct nt_redis_url *url, char *buf,
+    size_t len);
+
+/*
+ * text with the password of a URL in it masked, for echoing a value the
+ * user gave: "redis://u:pw@h" becomes "redis://u:***@h"; a userinfo
+ * without ':' is masked whole (it is a password in redis URLs); any
+ * other text is copied as it is. Always NUL-terminated, cut to len;
+ * returns buf.
+ */
+char *nt_url_mask_password(const char *text, char *buf, size_t len);
+
 /* "host:port" or "[v6]:port" -> host (no brackets) and port 1..65535. */
 int nt_hostport_parse(const char *s, char *host, size_t hostlen, int *port,
     char *err, size_t errlen);
@@ -51,13 +68,6 @@ int nt_size_parse(const char *s, size_t *out);
 int nt_duration_ms_parse(const char *s, uint64_t *ms);
 
 /*
- * value when not NULL, else the environment variable env_name when set
- * and non-empty, else fallback. Returned pointers are borrowed.
- */
-const char *nt_env_or(const char *value, const char *env_name,
-    const char *fallback);
-
-/*
  * Decode n bytes of URL-encoded text into out (outlen bytes, always
  * NUL-terminated on success): %XX takes exactly two hex digits, and with
  * plus_space '+' is a space. %00 is refused, since the result is used as
@@ -69,15 +79,6 @@ int nt_percent_decode(const char *s, size_t n, int plus_space, char *out,
 
 /* Key prefix: at most 64 bytes of [A-Za-z0-9_.:{}-]. */
 int nt_prefix_valid(const char *prefix, char *err, size_t errlen);
-
-/*
- * Where every program finds Redis: the --redis and --redis-prefix values
- * (NULL when not given), else NOTIFYD_REDIS_URL and NOTIFYD_REDIS_PREFIX,
- * else the defaults; parsed into *url and checked. *prefix is borrowed
- * from the flag or the environment. 0, or -1 with err set (exit 78).
- */
-int nt_redis_settings(const char *url_flag, const char *prefix_flag,
-    struct nt_redis_url *url, const char **prefix, char *err, size_t errlen);
 
 /*
  * Read a whole small file (a key, a secret) into a NUL-terminated

@@ -549,3 +549,50 @@ nt_jwt_verify_claims(const struct nt_jwt_verifier *v, const char *token,
 		json_decref(claims);
 	return r;
 }
+
+int
+nt_jwt_issue_hs(const struct nt_jwt_verifier *v, const char *user,
+    time_t now, long ttl_s, char **token, char *err, size_t errlen)
+{
+	jwt_t *jwt = NULL;
+	char why[128], *out;
+	int failed;
+
+	*token = NULL;
+	if (v->alg->kind != KEY_HMAC) {
+		SET_ERR("%s tokens are signed with the private key, which only "
+		    "the issuer holds (this key is the public one): sign them "
+		    "there", v->alg->name);
+		return -1;
+	}
+	if (user == NULL || strlen(user) > NT_USER_MAX ||
+	    nt_user_valid(user, why, sizeof(why)) < 0) {
+		SET_ERR("not a valid user id");
+		return -1;
+	}
+	if (ttl_s <= 0) {
+		SET_ERR("the lifetime must be at least one second");
+		return -1;
+	}
+	if (jwt_new(&jwt) != 0) {
+		SET_ERR("out of memory");
+		return -1;
+	}
+	failed = jwt_add_grant(jwt, "sub", user) != 0 ||
+	    jwt_add_grant_int(jwt, "iat", (long)now) != 0 ||
+	    jwt_add_grant_int(jwt, "exp", (long)now + ttl_s) != 0 ||
+	    (v->issuer != NULL && jwt_add_grant(jwt, "iss", v->issuer) != 0) ||
+	    (v->audience != NULL &&
+	    jwt_add_grant(jwt, "aud", v->audience) != 0) ||
+	    jwt_set_alg(jwt, v->alg->alg, v->key, (int)v->key_len) != 0;
+	out = failed ? NULL : jwt_encode_str(jwt);
+	/* jwt_free() wipes libjwt's copy of the key. */
+	jwt_free(jwt);
+	if (out == NULL) {
+		SET_ERR("cannot encode the token");
+		return -1;
+	}
+	/* libjwt's string is malloc'd; the caller free()s it. */
+	*token = out;
+	return 0;
+}

@@ -1,5 +1,6 @@
 /*
- * nt_jwt: verification of the JWTs that WebSocket clients present.
+ * nt_jwt: verification of the JWTs that WebSocket clients present, and
+ * the minting of HS* tokens with the same key (notifyd-ws --issue-token).
  *
  * libjwt 1.10 checks signatures only. This module pins the algorithm to
  * the configured one (no "none", no HS256 signed with an RSA public key),
@@ -52,5 +53,17 @@ int nt_jwt_verify(const struct nt_jwt_verifier *v, const char *token,
 int nt_jwt_verify_claims(const struct nt_jwt_verifier *v, const char *token,
     time_t now, char user[NT_USER_MAX + 1], json_t **claims, char *err,
     size_t errlen);
+
+/*
+ * Sign a token for user with the verifier's own HMAC secret, so that the
+ * key is read exactly as it is for verification and the token passes
+ * nt_jwt_verify with the same settings. Claims: sub = user, iat = now,
+ * exp = now + ttl_s, plus iss and aud when the verifier checks them.
+ * HS* only: an RS* or ES* verifier holds a public key, which cannot sign.
+ * On success *token is a new NUL-terminated string the caller free()s;
+ * else -1 with a reason in err (the key never appears in it).
+ */
+int nt_jwt_issue_hs(const struct nt_jwt_verifier *v, const char *user,
+    time_t now, long ttl_s, char **token, char *err, size_t errlen);
 
 #endif

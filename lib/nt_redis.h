@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <hiredis/hiredis.h>
 #include "nt_config.h"
+#include "nt_opt.h"
 
 #define NT_KEY_MAX 512
 
@@ -30,11 +31,51 @@ int nt_key_presence(char *buf, size_t len, const char *prefix,
 
 /*
  * Connect with a timeout (also used for every later command), then AUTH
- * and SELECT as the URL says. Returns a context or NULL with err set.
- * The caller frees it with redisFree().
+ * and SELECT as the URL says, or PING when it says neither: the first
+ * answer proves that the server speaks Redis. Returns a context or NULL
+ * with err set. The caller frees it with redisFree().
+ *
+ * err is one line that names the URL, its password masked, and says
+ * where the user sets it when where is not NULL (where is e.g.
+ * NT_REDIS_URL_WHERE):
+ *   cannot connect to Redis at URL (set with WHERE): Connection refused
+ *   cannot connect to Redis at URL (set with WHERE): no answer within N ms
+ *   URL (set with WHERE) is not a Redis server (it answered "HTTP/1.1 400")
+ *   Redis at URL (set with WHERE) refused AUTH: WRONGPASS ...
+ * nt_redis_connect is nt_redis_connect_where without where.
  */
+redisContext *nt_redis_connect_where(const struct nt_redis_url *url,
+    const char *where, int timeout_ms, char *err, size_t errlen);
 redisContext *nt_redis_connect(const struct nt_redis_url *url,
     int timeout_ms, char *err, size_t errlen);
+
+/*
+ * nt_opt parsers of the two settings every program has. nt_redis_opt_url:
+ * dst is a struct nt_redis_url *, filled by nt_redis_url_parse.
+ * nt_redis_opt_prefix: dst is a const char **, checked by nt_prefix_valid;
+ * the value is borrowed.
+ */
+int nt_redis_opt_url(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen);
+int nt_redis_opt_prefix(const struct nt_opt *o, const char *value,
+    char *err, size_t errlen);
+
+/*
+ * The --redis and --redis-prefix entries of a program's nt_opt table, so
+ * that every program spells the flags, variables, defaults and help the
+ * same way; NT_REDIS_URL_WHERE names them for nt_redis_connect_where.
+ */
+#define NT_REDIS_OPT_URL(dst) \
+	{ "redis", 0, "URL", "NOTIFYD_REDIS_URL", NT_DEFAULT_REDIS_URL, \
+	  nt_redis_opt_url, (dst), 0, 0, \
+	  "the Redis server: redis://[[user]:password@]host[:port][/db] " \
+	  "or unix:///path[?db=N]" }
+#define NT_REDIS_OPT_PREFIX(dst) \
+	{ "redis-prefix", 0, "PREFIX", "NOTIFYD_REDIS_PREFIX", "", \
+	  nt_redis_opt_prefix, (dst), 0, 0, \
+	  "put before every Redis key and the channel name, so that " \
+	  "deployments can share one Redis (default: none)" }
+#define NT_REDIS_URL_WHERE "--redis or NOTIFYD_REDIS_URL"
 
 /* What a send needs besides the message: where and for how long. */
 struct nt_store {

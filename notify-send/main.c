@@ -6,9 +6,7 @@
  */
 #include <err.h>
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,186 +16,145 @@
 
 #include "nt_config.h"
 #include "nt_msg.h"
+#include "nt_opt.h"
 #include "nt_redis.h"
 
 #define PROG "notify-send"
 #define REDIS_TIMEOUT_MS 5000
 /* Requests in flight on the pipelined connection in --batch mode. */
 #define BATCH_WINDOW 1000
+/* Offline expiry bounds, the same as notifyd-api's for the same variable. */
+#define TTL_MIN_MS 1000LL
+#define TTL_MAX_MS (366LL * 24 * 3600 * 1000)
 
-struct opts {
-	const char *user;
-	int         broadcast;
-	const char *type;
-	const char *channel;
-	const char *data;
-	const char *ttl;
-	const char *max_content;
-	const char *max_message;
-	const char *redis_url;
-	const char *prefix;
-	int         json;
-	int         batch;
-	int         verbose;     /* -1 quiet, 0 normal, 1 verbose */
-	char      **words;       /* MESSAGE arguments */
-	int         nwords;
+/* Every setting, as the option table below fills it in. */
+static struct {
+	const char         *user;
+	int                 broadcast;
+	const char         *type;
+	const char         *channel;
+	const char         *data;
+	uint64_t            offline_ttl_ms;
+	int                 json;
+	int                 batch;
+	size_t              max_content;
+	size_t              max_message;
+	int                 quiet;
+	int                 verbose;
+	struct nt_redis_url redis;
+	const char         *redis_prefix;
+} cfg;
+
+static const struct nt_opt opts[] = {
+	{ "user", 'u', "USER", NULL, NULL, nt_opt_string, &cfg.user, 0, 0,
+	  "send to this user: stored offline and published" },
+	{ "broadcast", 'b', NULL, NULL, NULL, nt_opt_switch, &cfg.broadcast,
+	  0, 0, "send to everyone: published only, not stored" },
+	{ "type", 't', "TYPE", NULL, "info", nt_opt_string, &cfg.type, 0, 0,
+	  "notification type" },
+	{ "channel", 'c', "CHANNEL", NULL, NULL, nt_opt_string, &cfg.channel,
+	  0, 0, "channel name" },
+	{ "data", 'd', "JSON", NULL, "{}", nt_opt_string, &cfg.data, 0, 0,
+	  "extra data, a JSON object" },
+	{ "ttl", 0, "DURATION", "NOTIFYD_OFFLINE_TTL", "7d", nt_opt_duration,
+	  &cfg.offline_ttl_ms, TTL_MIN_MS, TTL_MAX_MS,
+	  "how long a targeted message stays stored offline, e.g. 12h; "
+	  "from 1s to 366d" },
+	{ "json", 0, NULL, NULL, NULL, nt_opt_switch, &cfg.json, 0, 0,
+	  "print each message sent as JSON on standard output" },
+	{ "batch", 0, NULL, NULL, NULL, nt_opt_switch, &cfg.batch, 0, 0,
+	  "read one JSON request per line from standard input" },
+	{ "max-content", 0, "SIZE", "NOTIFYD_MAX_CONTENT", "64k", nt_opt_size,
+	  &cfg.max_content, 1, 0, "largest content accepted, in bytes" },
+	{ "max-message", 0, "SIZE", "NOTIFYD_MAX_MESSAGE", "128k", nt_opt_size,
+	  &cfg.max_message, 1, 0, "largest encoded message accepted, in bytes" },
+	{ "quiet", 'q', NULL, NULL, NULL, nt_opt_switch, &cfg.quiet, 0, 0,
+	  "with --batch, report bad lines only by their number" },
+	{ "verbose", 'v', NULL, NULL, NULL, nt_opt_switch, &cfg.verbose, 0, 0,
+	  "report the message sent and how many subscribed instances got it "
+	  "live, or with --batch how many were sent" },
+	NT_REDIS_OPT_URL(&cfg.redis),
+	NT_REDIS_OPT_PREFIX(&cfg.redis_prefix),
 };
 
-/* Settings resolved from flags and environment, ready to use. */
-struct setup {
-	struct nt_redis_url url;
-	struct nt_store     store;
-	struct nt_limits    lim;
+/* Where each value came from: the flag, the variable, NULL the default. */
+static const char *origin[NT_OPT_COUNT(opts)];
+
+static const struct nt_opt_spec spec = {
+	.prog = PROG,
+	.synopsis =
+	    "-u USER | -b [-t TYPE] [-c CHANNEL] [-d JSON] [OPTION ...] "
+	    "[MESSAGE ...]\n"
+	    "--batch [OPTION ...]",
+	.footer =
+	    "MESSAGE words are joined by spaces; with none, the content is read\n"
+	    "from standard input. A flag wins over its variable.\n"
+	    "Exit status: 0 sent, 64 usage, 65 bad data, 69 Redis unavailable or\n"
+	    "refused, 70 internal error, 74 output error, 78 bad configuration.\n",
+	.opts = opts,
+	.nopts = NT_OPT_COUNT(opts),
+	.origin = origin,
 };
 
-static void
-usage(FILE *f)
+/* Was the flag whose value lands in dst given on the command line? */
+static int
+given(const void *dst)
 {
-	fprintf(f,
-"usage: " PROG " -u USER | -b [-t TYPE] [-c CHANNEL] [-d JSON] [--ttl DURATION]\n"
-"                   [--json] [-q | -v] [--redis URL] [--redis-prefix PREFIX]\n"
-"                   [--max-content SIZE] [--max-message SIZE] [MESSAGE ...]\n"
-"       " PROG " --batch [--json] [-q | -v] [--ttl DURATION] [--redis URL]\n"
-"                   [--redis-prefix PREFIX] [--max-content SIZE] [--max-message SIZE]\n"
-"       " PROG " -h | --help | --version\n"
-"\n"
-"  -u, --user USER          send to this user (stored offline and published)\n"
-"  -b, --broadcast          send to everyone (published only)\n"
-"  -t, --type TYPE          notification type (default: info)\n"
-"  -c, --channel CHANNEL    channel name\n"
-"  -d, --data JSON          extra data, a JSON object (default: {})\n"
-"      --ttl DURATION       offline expiry, e.g. 7d, 12h (default: 7d)\n"
-"      --json               print each message sent as JSON on stdout\n"
-"      --batch              read one JSON request per line from stdin\n"
-"      --max-content SIZE   content limit in bytes, e.g. 64k (default: 64k)\n"
-"      --max-message SIZE   encoded message limit (default: 128k)\n"
-"  -q, --quiet              in --batch mode, do not report each bad line\n"
-"  -v, --verbose            report each message sent and a batch summary\n"
-"      --redis URL          redis://[[user]:password@]host[:port][/db] or\n"
-"                           unix:///path (default: " NT_DEFAULT_REDIS_URL ")\n"
-"      --redis-prefix PREFIX  key prefix (default: none)\n"
-"  -h, --help               show this help\n"
-"      --version            show the version\n"
-"\n"
-"MESSAGE words are joined by spaces; with none, the content is read from\n"
-"standard input. Environment: NOTIFYD_REDIS_URL, NOTIFYD_REDIS_PREFIX,\n"
-"NOTIFYD_OFFLINE_TTL, NOTIFYD_MAX_CONTENT, NOTIFYD_MAX_MESSAGE.\n"
-"Exit status: 0 sent, 64 usage, 65 bad data, 69 Redis unavailable or\n"
-"refused, 70 out of memory, 74 output error, 78 bad configuration.\n");
-}
+	size_t i;
 
-enum {
-	OPT_TTL = 256, OPT_JSON, OPT_BATCH, OPT_MAX_CONTENT, OPT_MAX_MESSAGE,
-	OPT_REDIS, OPT_PREFIX, OPT_VERSION,
-};
-
-static void
-parse_flags(int argc, char **argv, struct opts *o)
-{
-	static const struct option longopts[] = {
-		{ "user",         required_argument, NULL, 'u' },
-		{ "broadcast",    no_argument,       NULL, 'b' },
-		{ "type",         required_argument, NULL, 't' },
-		{ "channel",      required_argument, NULL, 'c' },
-		{ "data",         required_argument, NULL, 'd' },
-		{ "ttl",          required_argument, NULL, OPT_TTL },
-		{ "json",         no_argument,       NULL, OPT_JSON },
-		{ "batch",        no_argument,       NULL, OPT_BATCH },
-		{ "max-content",  required_argument, NULL, OPT_MAX_CONTENT },
-		{ "max-message",  required_argument, NULL, OPT_MAX_MESSAGE },
-		{ "quiet",        no_argument,       NULL, 'q' },
-		{ "verbose",      no_argument,       NULL, 'v' },
-		{ "redis",        required_argument, NULL, OPT_REDIS },
-		{ "redis-prefix", required_argument, NULL, OPT_PREFIX },
-		{ "help",         no_argument,       NULL, 'h' },
-		{ "version",      no_argument,       NULL, OPT_VERSION },
-		{ NULL, 0, NULL, 0 },
-	};
-	int ch;
-
-	memset(o, 0, sizeof(*o));
-	opterr = 0;  /* one line of our own instead of getopt's */
-	while ((ch = getopt_long(argc, argv, "u:bt:c:d:qvh", longopts,
-	    NULL)) != -1) {
-		switch (ch) {
-		case 'u': o->user = optarg; break;
-		case 'b': o->broadcast = 1; break;
-		case 't': o->type = optarg; break;
-		case 'c': o->channel = optarg; break;
-		case 'd': o->data = optarg; break;
-		case 'q': o->verbose = -1; break;
-		case 'v': o->verbose = 1; break;
-		case OPT_TTL: o->ttl = optarg; break;
-		case OPT_JSON: o->json = 1; break;
-		case OPT_BATCH: o->batch = 1; break;
-		case OPT_MAX_CONTENT: o->max_content = optarg; break;
-		case OPT_MAX_MESSAGE: o->max_message = optarg; break;
-		case OPT_REDIS: o->redis_url = optarg; break;
-		case OPT_PREFIX: o->prefix = optarg; break;
-		case 'h':
-			usage(stdout);
-			exit(NT_EXIT_OK);
-		case OPT_VERSION:
-			printf(PROG " " NT_VERSION "\n");
-			exit(NT_EXIT_OK);
-		default:
-			errx(NT_EXIT_USAGE, "unknown flag or missing value: "
-			    "'%s' (see --help)", argv[optind - 1]);
-		}
-	}
-	o->words = argv + optind;
-	o->nwords = argc - optind;
-
-	if (o->batch) {
-		if (o->user || o->broadcast || o->type || o->channel ||
-		    o->data || o->nwords > 0)
-			errx(NT_EXIT_USAGE, "--batch takes its requests from "
-			    "standard input only (no -u, -b, -t, -c, -d or MESSAGE)");
-	} else if (o->user && o->broadcast) {
-		errx(NT_EXIT_USAGE, "-u and -b exclude each other");
-	} else if (!o->user && !o->broadcast) {
-		errx(NT_EXIT_USAGE, "give -u USER or -b (see --help)");
-	}
+	for (i = 0; i < spec.nopts; i++)
+		if (opts[i].dst == dst)
+			return origin[i] != NULL &&
+			    strcmp(origin[i], opts[i].name) == 0;
+	return 0;
 }
 
 /*
- * A size or duration flag: a bad flag is a usage error (64), a bad
- * NOTIFYD_* variable a configuration error (78).
+ * Every setting from the table; then the combinations the table cannot
+ * check (usage errors, 64). Returns the MESSAGE words' index in argv.
  */
-static const char *
-setting(const char *flag, const char *env, const char *fallback, int *code)
+static int
+read_settings(int argc, char **argv)
 {
-	*code = flag ? NT_EXIT_USAGE : NT_EXIT_CONFIG;
-	return nt_env_or(flag, env, fallback);
+	char err[512];
+	int first, rc;
+
+	rc = nt_opt_parse(&spec, argc, argv, &first, err, sizeof(err));
+	if (rc == NT_OPT_DONE)
+		exit(NT_EXIT_OK);
+	if (rc != 0)
+		errx(rc, "%s", err);
+	if (cfg.quiet && cfg.verbose)
+		errx(NT_EXIT_USAGE, "-q and -v exclude each other");
+	if (cfg.batch) {
+		if (given(&cfg.user) || given(&cfg.broadcast) ||
+		    given(&cfg.type) || given(&cfg.channel) ||
+		    given(&cfg.data) || first < argc)
+			errx(NT_EXIT_USAGE, "--batch takes its requests from "
+			    "standard input only (no -u, -b, -t, -c, -d or MESSAGE)");
+	} else if (cfg.user && cfg.broadcast) {
+		errx(NT_EXIT_USAGE, "-u and -b exclude each other");
+	} else if (!cfg.user && !cfg.broadcast) {
+		errx(NT_EXIT_USAGE, "give -u USER or -b (see --help)");
+	}
+	return first;
 }
 
+/* What a send needs besides the message: where, how long, how big. */
+struct setup {
+	struct nt_store  store;
+	struct nt_limits lim;
+};
+
 static void
-resolve(const struct opts *o, struct setup *s)
+setup_from_settings(struct setup *s)
 {
-	char err[256];
-	const char *v;
-	uint64_t ttl_ms;
-	int code;
-
-	if (nt_redis_settings(o->redis_url, o->prefix, &s->url,
-	    &s->store.prefix, err, sizeof(err)) != 0)
-		errx(NT_EXIT_CONFIG, "%s", err);
-
-	v = setting(o->ttl, "NOTIFYD_OFFLINE_TTL", "7d", &code);
-	if (nt_duration_ms_parse(v, &ttl_ms) != 0 || ttl_ms < 1000)
-		errx(code, "bad offline TTL '%s': want a duration of at least "
-		    "1s, e.g. 7d, 12h, 30m", v);
-	s->store.offline_ttl_s = (long long)((ttl_ms + 999) / 1000);
-
+	s->store.prefix = cfg.redis_prefix;
+	/* EXPIRE takes whole seconds: round up, never to 0. */
+	s->store.offline_ttl_s = (long long)((cfg.offline_ttl_ms + 999) / 1000);
 	nt_limits_default(&s->lim);
-	v = setting(o->max_content, "NOTIFYD_MAX_CONTENT", NULL, &code);
-	if (v && (nt_size_parse(v, &s->lim.max_content) != 0 ||
-	    s->lim.max_content == 0))
-		errx(code, "bad content limit '%s': want a size, e.g. 64k", v);
-	v = setting(o->max_message, "NOTIFYD_MAX_MESSAGE", NULL, &code);
-	if (v && (nt_size_parse(v, &s->lim.max_message) != 0 ||
-	    s->lim.max_message == 0))
-		errx(code, "bad message limit '%s': want a size, e.g. 128k", v);
+	s->lim.max_content = cfg.max_content;
+	s->lim.max_message = cfg.max_message;
 }
 
 /* The MESSAGE words joined by single spaces. Caller frees. */
@@ -264,20 +221,44 @@ read_content(size_t max)
 }
 
 static redisContext *
-connect_redis(const struct setup *s)
+connect_redis(void)
 {
-	char err[256];
+	char err[1024];
 	redisContext *c;
 
-	c = nt_redis_connect(&s->url, REDIS_TIMEOUT_MS, err, sizeof(err));
+	c = nt_redis_connect_where(&cfg.redis, NT_REDIS_URL_WHERE,
+	    REDIS_TIMEOUT_MS, err, sizeof(err));
 	if (c == NULL)
 		errx(NT_EXIT_UNAVAILABLE, "%s", err);
 	return c;
 }
 
-/* One message from the flags and arguments: 0 sent, else an exit code. */
+/*
+ * -v: what was sent and how many subscribers of the channel got it live.
+ * Those are notifyd-ws instances (and notify-tail processes), not users:
+ * one instance holds every connection of its users.
+ */
+static void
+report_sent(const char *id, long long receivers)
+{
+	const char *plural = receivers == 1 ? "" : "s";
+
+	if (cfg.user)
+		fprintf(stderr, PROG ": sent %s to %s (stored; live on %lld "
+		    "subscribed instance%s)\n", id, cfg.user, receivers, plural);
+	else if (cfg.channel)
+		fprintf(stderr, PROG ": sent %s to channel %s (broadcast, not "
+		    "stored; live on %lld subscribed instance%s)\n", id,
+		    cfg.channel, receivers, plural);
+	else
+		fprintf(stderr, PROG ": sent %s to everyone (broadcast, not "
+		    "stored; live on %lld subscribed instance%s)\n", id,
+		    receivers, plural);
+}
+
+/* One message from the flags and the MESSAGE words: 0 sent. */
 static int
-send_one(const struct opts *o, const struct setup *s)
+send_one(char **words, int nwords, const struct setup *s)
 {
 	struct nt_msg_req req;
 	json_t *data = NULL, *msg;
@@ -287,42 +268,40 @@ send_one(const struct opts *o, const struct setup *s)
 	long long receivers = 0;
 	size_t len;
 
-	if (o->data) {
-		data = json_loads(o->data, JSON_DECODE_ANY, &jerr);
+	if (cfg.data) {
+		data = json_loads(cfg.data, JSON_DECODE_ANY, &jerr);
 		if (data == NULL)
 			errx(NT_EXIT_DATAERR, "-d is not JSON: %s", jerr.text);
 		if (!json_is_object(data))
 			errx(NT_EXIT_DATAERR, "-d must be a JSON object");
 	}
-	if (o->nwords > 0)
-		content = join_words(o->words, o->nwords);
+	if (nwords > 0)
+		content = join_words(words, nwords);
 	else
 		content = read_content(s->lim.max_content);
 
 	memset(&req, 0, sizeof(req));
-	req.target_user = o->user;
-	req.type = o->type;
+	req.target_user = cfg.user;
+	req.type = cfg.type;
 	req.content = content;
-	req.channel = o->channel;
+	req.channel = cfg.channel;
 	req.data = data;
 	if ((msg = nt_msg_build(&req, &s->lim, err, sizeof(err))) == NULL)
 		errx(NT_EXIT_DATAERR, "%s", err);
 	if ((json = nt_msg_encode(msg, &s->lim, &len, err, sizeof(err))) == NULL)
 		errx(NT_EXIT_DATAERR, "%s", err);
 
-	c = connect_redis(s);
-	if (nt_redis_send(c, &s->store, o->user, nt_msg_id(msg), json, len,
+	c = connect_redis();
+	if (nt_redis_send(c, &s->store, cfg.user, nt_msg_id(msg), json, len,
 	    &receivers, err, sizeof(err)) != 0)
 		errx(NT_EXIT_UNAVAILABLE, "%s", err);
 	redisFree(c);
 
-	if (o->json && (puts(json) == EOF || fflush(stdout) != 0))
+	if (cfg.json && (puts(json) == EOF || fflush(stdout) != 0))
 		errx(EX_IOERR, "writing standard output: %s",
 		    strerror(errno));
-	if (o->verbose > 0)
-		fprintf(stderr, PROG ": sent %s to %s%s (%lld receivers)\n",
-		    nt_msg_id(msg), o->user ? "user " : "everyone (broadcast)",
-		    o->user ? o->user : "", receivers);
+	if (cfg.verbose)
+		report_sent(nt_msg_id(msg), receivers);
 	free(json);
 	json_decref(msg);
 	json_decref(data);
@@ -337,7 +316,6 @@ struct pending {
 };
 
 struct batch {
-	const struct opts  *o;
 	const struct setup *s;
 	redisContext       *c;
 	struct pending      win[BATCH_WINDOW];
@@ -350,7 +328,7 @@ static void
 bad_line(struct batch *b, long line, const char *reason)
 {
 	b->bad++;
-	if (b->o->verbose >= 0)
+	if (!cfg.quiet)
 		fprintf(stderr, PROG ": line %ld: %s\n", line, reason);
 }
 
@@ -381,7 +359,7 @@ batch_flush(struct batch *b)
 			b->redis_failed = 1;
 		} else {
 			b->sent++;
-			if (b->o->json && !b->redis_failed &&
+			if (cfg.json && !b->redis_failed &&
 			    (puts(p->json) == EOF))
 				errx(EX_IOERR, "writing standard "
 				    "output: %s", strerror(errno));
@@ -389,7 +367,7 @@ batch_flush(struct batch *b)
 		free(p->json);
 	}
 	b->nwin = 0;
-	if (b->o->json && fflush(stdout) != 0)
+	if (cfg.json && fflush(stdout) != 0)
 		errx(EX_IOERR, "writing standard output: %s", strerror(errno));
 }
 
@@ -449,7 +427,7 @@ blank(const char *s, size_t n)
  * BATCH_WINDOW requests in flight at a time. Blank lines are skipped.
  */
 static int
-send_batch(const struct opts *o, const struct setup *s)
+send_batch(const struct setup *s)
 {
 	static struct batch b;
 	char *line = NULL;
@@ -457,9 +435,8 @@ send_batch(const struct opts *o, const struct setup *s)
 	ssize_t n;
 	long lineno = 0;
 
-	b.o = o;
 	b.s = s;
-	b.c = connect_redis(s);
+	b.c = connect_redis();
 	while (!b.redis_failed && (n = getline(&line, &cap, stdin)) != -1) {
 		lineno++;
 		if (blank(line, (size_t)n))
@@ -472,7 +449,7 @@ send_batch(const struct opts *o, const struct setup *s)
 	batch_flush(&b);
 	redisFree(b.c);
 
-	if (o->verbose > 0 || (o->verbose < 0 && b.bad > 0))
+	if (cfg.verbose || (cfg.quiet && b.bad > 0))
 		fprintf(stderr, PROG ": %ld sent, %ld bad lines\n", b.sent,
 		    b.bad);
 	if (b.redis_failed)
@@ -483,13 +460,13 @@ send_batch(const struct opts *o, const struct setup *s)
 int
 main(int argc, char **argv)
 {
-	struct opts o;
 	struct setup s;
+	int first;
 
 	signal(SIGPIPE, SIG_IGN);
-	parse_flags(argc, argv, &o);
-	resolve(&o, &s);
-	if (o.batch)
-		return send_batch(&o, &s);
-	return send_one(&o, &s);
+	first = read_settings(argc, argv);
+	setup_from_settings(&s);
+	if (cfg.batch)
+		return send_batch(&s);
+	return send_one(argv + first, argc - first, &s);
 }

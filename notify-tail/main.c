@@ -7,10 +7,9 @@
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,35 +21,71 @@
 
 #include "nt_config.h"
 #include "nt_msg.h"
+#include "nt_opt.h"
 #include "nt_redis.h"
 
 #define PROG "notify-tail"
 #define REDIS_TIMEOUT_MS 5000
 #define BACKOFF_MIN_MS   100
 #define BACKOFF_MAX_MS   5000
-#define DEFAULT_PING     "15s"
 
-struct opts {
-	const char *user;
-	const char *channel;
-	const char *type;
-	const char *offline;
-	const char *count;
-	const char *ready_fd;
-	const char *ping;
-	const char *redis_url;
-	const char *prefix;
-	int         json;
+/* Every setting, as the option table below fills it in. */
+static struct {
+	int                 json;
+	const char         *user;
+	const char         *channel;
+	const char         *type;
+	long long           count;       /* 0: no limit */
+	const char         *offline;
+	uint64_t            ping_ms;
+	int                 ready_fd;    /* -1: not asked */
+	struct nt_redis_url redis;
+	const char         *redis_prefix;
+} cfg = { .ready_fd = -1 };
+
+static const struct nt_opt opts[] = {
+	{ "json", 0, NULL, NULL, NULL, nt_opt_switch, &cfg.json, 0, 0,
+	  "print each message as its raw JSON" },
+	{ "user", 'u', "USER", NULL, NULL, nt_opt_string, &cfg.user, 0, 0,
+	  "only messages sent to this user" },
+	{ "channel", 'c', "CHANNEL", NULL, NULL, nt_opt_string, &cfg.channel,
+	  0, 0, "only messages of this channel" },
+	{ "type", 't', "TYPE", NULL, NULL, nt_opt_string, &cfg.type, 0, 0,
+	  "only messages of this type" },
+	{ "count", 'n', "COUNT", NULL, NULL, nt_opt_int, &cfg.count, 1,
+	  LLONG_MAX, "exit after printing COUNT messages" },
+	{ "offline", 0, "USER", NULL, NULL, nt_opt_string, &cfg.offline, 0, 0,
+	  "list USER's offline messages, oldest first, without removing "
+	  "them, then exit" },
+	{ "ping-interval", 0, "DURATION", NULL, "15s", nt_opt_duration,
+	  &cfg.ping_ms, 10, 3600 * 1000,
+	  "PING an idle connection this often and reconnect when no reply "
+	  "comes; from 10ms to 1h" },
+	{ "ready-fd", 0, "FD", NULL, NULL, nt_opt_fd, &cfg.ready_fd, 0, 0,
+	  "write a newline to FD once subscribed" },
+	NT_REDIS_OPT_URL(&cfg.redis),
+	NT_REDIS_OPT_PREFIX(&cfg.redis_prefix),
 };
 
+static const struct nt_opt_spec spec = {
+	.prog = PROG,
+	.synopsis =
+	    "[--json] [-u USER] [-c CHANNEL] [-t TYPE] [-n COUNT] [OPTION ...]\n"
+	    "--offline USER [--json] [-c CHANNEL] [-t TYPE] [-n COUNT] "
+	    "[OPTION ...]",
+	.footer =
+	    "A flag wins over its variable.\n"
+	    "Exit status: 0 done (count reached, SIGINT, SIGTERM, closed output\n"
+	    "pipe), 64 usage, 65 bad user id, 69 Redis unavailable, 70 internal\n"
+	    "error, 74 output error, 78 bad configuration.\n",
+	.opts = opts,
+	.nopts = NT_OPT_COUNT(opts),
+};
+
+/* Run-time state; the settings themselves stay in cfg. */
 struct tail {
-	struct opts         o;
-	struct nt_redis_url url;
-	const char         *prefix;
 	char                chan[NT_KEY_MAX];
-	uint64_t            max_count;   /* 0: no limit */
 	uint64_t            printed;
-	int                 ping_ms;
 	int                 ready_fd;    /* -1 once used or when not asked */
 	int                 stdout_pipe; /* stdout is a pipe or FIFO */
 };
@@ -58,130 +93,36 @@ struct tail {
 /* Written by the signal handler, read by the loop (self-pipe). */
 static int sig_pipe[2] = { -1, -1 };
 
+/* Every setting from the table, then what it cannot check. */
 static void
-usage(FILE *f)
+read_settings(int argc, char **argv, struct tail *t)
 {
-	fprintf(f,
-"usage: " PROG " [--json] [-u USER] [-c CHANNEL] [-t TYPE] [-n COUNT]\n"
-"                   [--ping-interval DURATION] [--ready-fd FD] [--redis URL]\n"
-"                   [--redis-prefix PREFIX]\n"
-"       " PROG " --offline USER [--json] [-c CHANNEL] [-t TYPE] [-n COUNT]\n"
-"                   [--redis URL] [--redis-prefix PREFIX]\n"
-"       " PROG " -h | --help | --version\n"
-"\n"
-"      --json               print each message as its raw JSON\n"
-"  -u, --user USER          only messages sent to this user\n"
-"  -c, --channel CHANNEL    only messages of this channel\n"
-"  -t, --type TYPE          only messages of this type\n"
-"  -n, --count COUNT        exit after printing COUNT messages\n"
-"      --offline USER       list USER's offline messages, oldest first,\n"
-"                           without removing them, then exit\n"
-"      --ping-interval DURATION  PING an idle connection this often and\n"
-"                           reconnect when no reply comes (default: " DEFAULT_PING ")\n"
-"      --ready-fd FD        write a newline to FD once subscribed\n"
-"      --redis URL          redis://[[user]:password@]host[:port][/db] or\n"
-"                           unix:///path (default: " NT_DEFAULT_REDIS_URL ")\n"
-"      --redis-prefix PREFIX  key prefix (default: none)\n"
-"  -h, --help               show this help\n"
-"      --version            show the version\n"
-"\n"
-"Environment: NOTIFYD_REDIS_URL, NOTIFYD_REDIS_PREFIX.\n"
-"Exit status: 0 done (count reached, SIGINT, SIGTERM, closed output pipe),\n"
-"64 usage, 65 bad user id, 69 Redis unavailable, 70 internal error,\n"
-"74 output error, 78 bad configuration.\n");
-}
-
-enum {
-	OPT_JSON = 256, OPT_OFFLINE, OPT_READY_FD, OPT_PING, OPT_REDIS,
-	OPT_PREFIX, OPT_VERSION,
-};
-
-static void
-parse_flags(int argc, char **argv, struct opts *o)
-{
-	static const struct option longopts[] = {
-		{ "json",          no_argument,       NULL, OPT_JSON },
-		{ "user",          required_argument, NULL, 'u' },
-		{ "channel",       required_argument, NULL, 'c' },
-		{ "type",          required_argument, NULL, 't' },
-		{ "count",         required_argument, NULL, 'n' },
-		{ "offline",       required_argument, NULL, OPT_OFFLINE },
-		{ "ping-interval", required_argument, NULL, OPT_PING },
-		{ "ready-fd",      required_argument, NULL, OPT_READY_FD },
-		{ "redis",         required_argument, NULL, OPT_REDIS },
-		{ "redis-prefix",  required_argument, NULL, OPT_PREFIX },
-		{ "help",          no_argument,       NULL, 'h' },
-		{ "version",       no_argument,       NULL, OPT_VERSION },
-		{ NULL, 0, NULL, 0 },
-	};
-	int ch;
-
-	memset(o, 0, sizeof(*o));
-	opterr = 0;  /* one line of our own instead of getopt's */
-	while ((ch = getopt_long(argc, argv, "u:c:t:n:h", longopts,
-	    NULL)) != -1) {
-		switch (ch) {
-		case 'u': o->user = optarg; break;
-		case 'c': o->channel = optarg; break;
-		case 't': o->type = optarg; break;
-		case 'n': o->count = optarg; break;
-		case OPT_JSON: o->json = 1; break;
-		case OPT_OFFLINE: o->offline = optarg; break;
-		case OPT_PING: o->ping = optarg; break;
-		case OPT_READY_FD: o->ready_fd = optarg; break;
-		case OPT_REDIS: o->redis_url = optarg; break;
-		case OPT_PREFIX: o->prefix = optarg; break;
-		case 'h':
-			usage(stdout);
-			exit(NT_EXIT_OK);
-		case OPT_VERSION:
-			printf(PROG " " NT_VERSION "\n");
-			exit(NT_EXIT_OK);
-		default:
-			errx(NT_EXIT_USAGE, "unknown flag or missing value: "
-			    "'%s' (see --help)", argv[optind - 1]);
-		}
-	}
-	if (optind < argc)
-		errx(NT_EXIT_USAGE, "unexpected argument '%s' (see --help)",
-		    argv[optind]);
-}
-
-static void
-resolve(struct tail *t)
-{
-	char err[256];
-	const char *v;
-	uint64_t n, ms;
+	char err[512];
 	struct stat sb;
+	int first, rc;
 
-	if (nt_redis_settings(t->o.redis_url, t->o.prefix, &t->url, &t->prefix,
-	    err, sizeof(err)) != 0)
-		errx(NT_EXIT_CONFIG, "%s", err);
-	if (nt_key_channel(t->chan, sizeof(t->chan), t->prefix) < 0)
+	rc = nt_opt_parse(&spec, argc, argv, &first, err, sizeof(err));
+	if (rc == NT_OPT_DONE)
+		exit(NT_EXIT_OK);
+	if (rc != 0)
+		errx(rc, "%s", err);
+	if (first < argc)
+		errx(NT_EXIT_USAGE, "unexpected argument '%s' (see --help)",
+		    argv[first]);
+	if (nt_key_channel(t->chan, sizeof(t->chan), cfg.redis_prefix) < 0)
 		errx(NT_EXIT_CONFIG, "redis prefix too long");
-
-	t->max_count = 0;
-	if (t->o.count && nt_u64_parse(t->o.count, 1, UINT64_MAX,
-	    &t->max_count) != 0)
-		errx(NT_EXIT_USAGE, "bad -n '%s': want a count of at least 1",
-		    t->o.count);
-	v = t->o.ping ? t->o.ping : DEFAULT_PING;
-	if (nt_duration_ms_parse(v, &ms) != 0 || ms < 10 || ms > 3600000)
-		errx(NT_EXIT_USAGE, "bad --ping-interval '%s': want a duration "
-		    "from 10ms to 1h, e.g. 15s", v);
-	t->ping_ms = (int)ms;
-	t->ready_fd = -1;
-	if (t->o.ready_fd) {
-		if (nt_u64_parse(t->o.ready_fd, 0, 65535, &n) != 0 ||
-		    fcntl((int)n, F_GETFD) == -1)
-			errx(NT_EXIT_USAGE, "bad --ready-fd '%s': not an open "
-			    "file descriptor", t->o.ready_fd);
-		t->ready_fd = (int)n;
-	}
-	t->stdout_pipe = fstat(STDOUT_FILENO, &sb) == 0 && S_ISFIFO(sb.st_mode);
-	if (t->o.offline && nt_user_valid(t->o.offline, err, sizeof(err)) != 0)
+	if (cfg.offline && nt_user_valid(cfg.offline, err, sizeof(err)) != 0)
 		errx(NT_EXIT_DATAERR, "--offline: %s", err);
+	t->ready_fd = cfg.ready_fd;
+	t->stdout_pipe = fstat(STDOUT_FILENO, &sb) == 0 && S_ISFIFO(sb.st_mode);
+}
+
+/* A connection to Redis, or NULL with a reason that names the URL. */
+static redisContext *
+connect_redis(char *err, size_t errlen)
+{
+	return nt_redis_connect_where(&cfg.redis, NT_REDIS_URL_WHERE,
+	    REDIS_TIMEOUT_MS, err, errlen);
 }
 
 /* ---- output ---------------------------------------------------------- */
@@ -246,17 +187,17 @@ put_readable(const json_t *msg, FILE *f)
 }
 
 static int
-matches(const struct tail *t, const json_t *msg)
+matches(const json_t *msg)
 {
 	const char *user = nt_msg_target_user(msg);
 	const char *channel = nt_msg_channel(msg);
 	const char *type = json_string_value(json_object_get(msg, "type"));
 
-	if (t->o.user && (!user || strcmp(user, t->o.user) != 0))
+	if (cfg.user && (!user || strcmp(user, cfg.user) != 0))
 		return 0;
-	if (t->o.channel && (!channel || strcmp(channel, t->o.channel) != 0))
+	if (cfg.channel && (!channel || strcmp(channel, cfg.channel) != 0))
 		return 0;
-	if (t->o.type && (!type || strcmp(type, t->o.type) != 0))
+	if (cfg.type && (!type || strcmp(type, cfg.type) != 0))
 		return 0;
 	return 1;
 }
@@ -275,11 +216,11 @@ emit(struct tail *t, const char *buf, size_t len)
 		warnx("skipping a message that is not a notification: %s", err);
 		return 0;
 	}
-	if (!matches(t, msg)) {
+	if (!matches(msg)) {
 		json_decref(msg);
 		return 0;
 	}
-	if (t->o.json) {
+	if (cfg.json) {
 		if (fwrite(buf, 1, len, stdout) != len)
 			output_failed();
 		putchar('\n');
@@ -290,7 +231,7 @@ emit(struct tail *t, const char *buf, size_t len)
 	if (fflush(stdout) != 0 || ferror(stdout))
 		output_failed();
 	t->printed++;
-	return t->max_count > 0 && t->printed >= t->max_count;
+	return cfg.count > 0 && t->printed >= (uint64_t)cfg.count;
 }
 
 /* ---- --offline ------------------------------------------------------- */
@@ -312,16 +253,15 @@ field_cmp(const void *a, const void *b)
 static int
 list_offline(struct tail *t)
 {
-	char err[256], key[NT_KEY_MAX];
+	char err[1024], key[NT_KEY_MAX];
 	redisContext *c;
 	redisReply *r;
 	struct field *f;
 	size_t i, n;
 
-	if (nt_key_offline(key, sizeof(key), t->prefix, t->o.offline) < 0)
+	if (nt_key_offline(key, sizeof(key), cfg.redis_prefix, cfg.offline) < 0)
 		errx(NT_EXIT_DATAERR, "--offline: user id too long for a key");
-	c = nt_redis_connect(&t->url, REDIS_TIMEOUT_MS, err, sizeof(err));
-	if (c == NULL)
+	if ((c = connect_redis(err, sizeof(err))) == NULL)
 		errx(NT_EXIT_UNAVAILABLE, "%s", err);
 	r = redisCommand(c, "HGETALL %s", key);
 	if (r == NULL)
@@ -413,8 +353,7 @@ subscribe(struct tail *t, char *err, size_t errlen)
 {
 	redisContext *c;
 
-	c = nt_redis_connect(&t->url, REDIS_TIMEOUT_MS, err, errlen);
-	if (c == NULL)
+	if ((c = connect_redis(err, errlen)) == NULL)
 		return NULL;
 	if (command(c, "SUBSCRIBE", t->chan) != 0) {
 		snprintf(err, errlen, "redis: %s", c->errstr);
@@ -470,7 +409,7 @@ serve(struct tail *t, redisContext *c, int *subscriptions, char *err,
     size_t errlen)
 {
 	enum conn_state st = WANT_SUBSCRIBED;
-	long long deadline = now_ms() + t->ping_ms;
+	long long deadline = now_ms() + (long long)cfg.ping_ms;
 
 	for (;;) {
 		/* A pipe whose reader left polls POLLERR: exit then, not
@@ -494,7 +433,7 @@ serve(struct tail *t, redisContext *c, int *subscriptions, char *err,
 		if (n == 0) {
 			if (st != IDLE) {
 				snprintf(err, errlen, "no reply from redis "
-				    "within %d ms", t->ping_ms);
+				    "within %d ms", (int)cfg.ping_ms);
 				return 0;
 			}
 			if (command(c, "PING", NULL) != 0) {
@@ -502,7 +441,7 @@ serve(struct tail *t, redisContext *c, int *subscriptions, char *err,
 				return 0;
 			}
 			st = WANT_PONG;
-			deadline = now_ms() + t->ping_ms;
+			deadline = now_ms() + (long long)cfg.ping_ms;
 			continue;
 		}
 		if (n <= 0 || !p[1].revents)
@@ -527,7 +466,7 @@ serve(struct tail *t, redisContext *c, int *subscriptions, char *err,
 				return rc > 0;
 		}
 		if (st == IDLE)
-			deadline = now_ms() + t->ping_ms;
+			deadline = now_ms() + (long long)cfg.ping_ms;
 	}
 }
 
@@ -539,7 +478,7 @@ serve(struct tail *t, redisContext *c, int *subscriptions, char *err,
 static int
 run_tail(struct tail *t)
 {
-	char err[256];
+	char err[1024];
 	redisContext *c;
 	int subscriptions = 0, backoff = BACKOFF_MIN_MS, failures = 0;
 
@@ -562,8 +501,9 @@ run_tail(struct tail *t)
 			backoff = BACKOFF_MIN_MS;
 			failures = 0;
 		} else if (++failures == 1) {
-			warnx("cannot reconnect yet (%s); retrying with backoff "
-			    "up to %d ms", err, BACKOFF_MAX_MS);
+			/* Once: the same line as a failed start, then quiet. */
+			warnx("%s; retrying with backoff up to %d ms", err,
+			    BACKOFF_MAX_MS);
 		}
 		if (wait_signal(backoff))
 			return NT_EXIT_OK;
@@ -578,10 +518,9 @@ main(int argc, char **argv)
 	struct tail t;
 
 	memset(&t, 0, sizeof(t));
-	parse_flags(argc, argv, &t.o);
-	resolve(&t);
+	read_settings(argc, argv, &t);
 	setup_signals();
-	if (t.o.offline)
+	if (cfg.offline)
 		return list_offline(&t);
 	return run_tail(&t);
 }

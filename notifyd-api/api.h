@@ -12,7 +12,10 @@
 #include "nt_config.h"
 #include "nt_jwt.h"
 #include "nt_msg.h"
+#include "nt_opt.h"
+#include "nt_proxy.h"
 
+#define API_PROG            "notifyd-api"  /* logs, errors, build_info */
 #define API_NAME_MAX        64   /* bytes of a key's NAME */
 #define API_KEY_MIN         16   /* shorter keys are refused: guessable */
 #define API_KEY_MAX         256
@@ -20,8 +23,7 @@
 
 /* Everything main() parsed; read-only once the daemon starts. */
 struct api_config {
-	char            listen_host[256];
-	int             listen_port;
+	struct nt_opt_listen listen;
 	struct nt_redis_url redis;
 	const char     *redis_prefix;
 	long long       offline_ttl_s;
@@ -38,6 +40,7 @@ struct api_config {
 	unsigned        max_connections;
 	unsigned        connection_timeout_s;
 	int             redis_timeout_ms;
+	struct nt_proxy_list trusted_proxies;  /* empty: trust no one */
 };
 
 /* Monotonic clock in microseconds. */
@@ -101,7 +104,8 @@ void api_store_fini(void);
 /*
  * This thread's context, connecting when needed. NULL (with err) when
  * Redis is unreachable; after a failure further attempts are skipped for
- * a short back-off so that callers get their 503 at once.
+ * a short back-off so that callers get their 503 at once. err is fit for
+ * an HTTP answer: the reason, which names the server, is logged instead.
  */
 redisContext *api_store_get(char *err, size_t errlen);
 
@@ -115,7 +119,9 @@ enum api_route {
 	API_ROUTE_BROADCAST,
 	API_ROUTE_ONLINE_COUNT,
 	API_ROUTE_USER_ONLINE,
-	API_ROUTE_HEALTHZ,
+	API_ROUTE_LIVEZ,
+	API_ROUTE_READYZ,
+	API_ROUTE_HEALTHZ,     /* the old name of /readyz, same answer */
 	API_ROUTE_METRICS,
 	API_ROUTE_UNKNOWN,
 	API_ROUTE_COUNT

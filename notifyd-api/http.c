@@ -42,6 +42,8 @@
  * halves the default's cost.
  */
 #define CONN_MEMORY  (16 * 1024)
+/* Bytes of the path kept for the access log line; longer ones end "...". */
+#define LOG_PATH_MAX 256
 
 struct api_server {
 	struct MHD_Daemon       *mhd;
@@ -55,6 +57,10 @@ struct request {
 	enum api_route route;
 	unsigned  status;        /* 0 until a response is queued */
 	uint64_t  start_us;
+	/* For the access log line, copied while the headers are at hand. */
+	char      method[16];
+	char      path[LOG_PATH_MAX + 8];   /* room for one %XX and "..." */
+	char      client[64];    /* the peer, or the client behind a proxy */
 	char      user[NT_USER_MAX + 1];   /* /api/users/{user}/online */
 	char      key_name[API_NAME_MAX + 1];
 	int       json_body;     /* Content-Type is application/json */
@@ -142,6 +148,10 @@ route_of(const char *url, struct request *rq)
 		return API_ROUTE_BROADCAST;
 	if (strcmp(url, "/api/notifications/online-count") == 0)
 		return API_ROUTE_ONLINE_COUNT;
+	if (strcmp(url, "/livez") == 0)
+		return API_ROUTE_LIVEZ;
+	if (strcmp(url, "/readyz") == 0)
+		return API_ROUTE_READYZ;
 	if (strcmp(url, "/healthz") == 0)
 		return API_ROUTE_HEALTHZ;
 	if (strcmp(url, "/metrics") == 0)
@@ -484,8 +494,22 @@ handle_presence(struct api_server *s, struct MHD_Connection *conn,
 	    "user", rq->user, "online", online), NULL, NULL);
 }
 
+/* Alive as long as it answers HTTP: nothing else is checked. */
 static enum MHD_Result
-handle_healthz(struct api_server *s, struct MHD_Connection *conn,
+handle_livez(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq)
+{
+	return respond_json(s, conn, rq, MHD_HTTP_OK,
+	    json_pack("{s:s}", "status", "ok"), NULL, NULL);
+}
+
+/*
+ * Ready when this worker's own Redis connection answers PING within
+ * --redis-timeout: that is the connection the worker's requests use.
+ * /healthz answers the same.
+ */
+static enum MHD_Result
+handle_readyz(struct api_server *s, struct MHD_Connection *conn,
     struct request *rq)
 {
 	char err[512];
@@ -578,8 +602,10 @@ on_headers(struct api_server *s, struct MHD_Connection *conn,
 		return respond_error(s, conn, rq, MHD_HTTP_METHOD_NOT_ALLOWED,
 		    MHD_HTTP_HEADER_ALLOW, allowed_methods(rq->route),
 		    "method %s not allowed here", method);
-	if (rq->route == API_ROUTE_HEALTHZ)
-		return handle_healthz(s, conn, rq);
+	if (rq->route == API_ROUTE_LIVEZ)
+		return handle_livez(s, conn, rq);
+	if (rq->route == API_ROUTE_READYZ || rq->route == API_ROUTE_HEALTHZ)
+		return handle_readyz(s, conn, rq);
 	if (rq->route == API_ROUTE_METRICS)
 		return handle_metrics(s, conn, rq);
 	if (check_auth(s, conn, rq) != MHD_YES)
@@ -667,6 +693,96 @@ on_body(struct api_server *s, struct request *rq, const char *data,
 	return body_append(rq, data, n) == 0 ? MHD_YES : MHD_NO;
 }
 
+/* ---- the access log ---------------------------------------------------- */
+
+/*
+ * The path as the log shows it: libmicrohttpd hands it over without the
+ * query string (which may carry content) but percent-decoded, so bytes
+ * that could forge or break a log line are encoded again.
+ */
+static void
+log_path(const char *url, char out[LOG_PATH_MAX + 8])
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+	const unsigned char *u = (const unsigned char *)url;
+
+	for (; *u != '\0' && o < LOG_PATH_MAX; u++) {
+		if (*u > ' ' && *u < 0x7f && *u != '%') {
+			out[o++] = (char)*u;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[*u >> 4];
+			out[o++] = hex[*u & 15];
+		}
+	}
+	out[o] = '\0';
+	if (*u != '\0')
+		memcpy(out + o, "...", 4);
+}
+
+struct xff {
+	char   buf[1024];
+	size_t len;
+	int    too_long;
+};
+
+/* Join every X-Forwarded-For header in order, as one list (RFC 9110). */
+static enum MHD_Result
+xff_collect(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	struct xff *x = cls;
+	size_t n;
+
+	if (strcasecmp(key, "X-Forwarded-For") != 0 || value == NULL)
+		return MHD_YES;
+	n = strlen(value);
+	if (x->len + n + 2 > sizeof(x->buf)) {
+		x->too_long = 1;
+		return MHD_NO;
+	}
+	if (x->len > 0)
+		x->buf[x->len++] = ',';
+	memcpy(x->buf + x->len, value, n);
+	x->len += n;
+	x->buf[x->len] = '\0';
+	return MHD_YES;
+}
+
+/*
+ * Who sent the request: the TCP peer, or, when the peer is a trusted
+ * proxy (--trusted-proxy), the client it names in X-Forwarded-For.
+ */
+static void
+client_address(struct api_server *s, struct MHD_Connection *conn,
+    char *out, size_t outlen)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	char peer[64];
+	struct xff x = { .len = 0 };
+
+	if (ci == NULL || ci->client_addr == NULL)
+		snprintf(peer, sizeof(peer), "?");
+	else
+		nt_proxy_addr_text(ci->client_addr, peer, sizeof(peer));
+	if (s->cfg->trusted_proxies.n == 0 ||
+	    !nt_proxy_trusted(&s->cfg->trusted_proxies, peer)) {
+		snprintf(out, outlen, "%s", peer);
+		return;
+	}
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, xff_collect, &x);
+	/*
+	 * A list too long to hold is not read at all: its trustworthy entries
+	 * are at the right end, which a cut would lose. The proxy is named.
+	 */
+	nt_proxy_client(&s->cfg->trusted_proxies, peer,
+	    x.len > 0 && !x.too_long ? x.buf : NULL, x.len, out, outlen);
+}
+
+/* ---- the access handler, continued ------------------------------------- */
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *conn, const char *url,
     const char *method, const char *version, const char *upload_data,
@@ -680,6 +796,9 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 			return MHD_NO;
 		rq->start_us = api_now_us();
 		rq->route = route_of(url, rq);
+		snprintf(rq->method, sizeof(rq->method), "%s", method);
+		log_path(url, rq->path);
+		client_address(s, conn, rq->client, sizeof(rq->client));
 		*con_cls = rq;
 		__atomic_fetch_add(&s->in_flight, 1, __ATOMIC_RELAXED);
 		return on_headers(s, conn, rq, method);
@@ -711,12 +830,12 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		return;
 	elapsed = api_now_us() - rq->start_us;
 	api_metrics_request(rq->route, rq->status, elapsed);
-	if (nt_log_enabled(NT_LOG_DEBUG))
-		nt_log_debug("%s %u key=%s %.3fms%s", api_route_name(rq->route),
-		    rq->status, rq->key_name[0] ? rq->key_name : "-",
-		    (double)elapsed / 1000.0,
-		    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" :
-		    " (connection ended early)");
+	/* The key's name, never the key; status 0: no answer was sent. */
+	nt_log_info("%s %s %u %.3fms client=%s key=%s%s", rq->method,
+	    rq->path, rq->status, (double)elapsed / 1000.0, rq->client,
+	    rq->key_name[0] ? rq->key_name : "-",
+	    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" :
+	    " (connection ended early)");
 	free(rq->body);
 	free(rq);
 	*con_cls = NULL;
@@ -748,10 +867,10 @@ resolve(const struct api_config *cfg, struct sockaddr_storage *ss,
 	char port[8];
 	int rc;
 
-	snprintf(port, sizeof(port), "%d", cfg->listen_port);
-	rc = getaddrinfo(cfg->listen_host, port, &hints, &res);
+	snprintf(port, sizeof(port), "%d", cfg->listen.port);
+	rc = getaddrinfo(cfg->listen.host, port, &hints, &res);
 	if (rc != 0) {
-		snprintf(err, errlen, "cannot resolve %s: %s", cfg->listen_host,
+		snprintf(err, errlen, "cannot resolve %s: %s", cfg->listen.host,
 		    gai_strerror(rc));
 		return -1;
 	}
@@ -780,7 +899,7 @@ api_server_start(const struct api_config *cfg, struct api_auth *auth,
 	}
 	s->cfg = cfg;
 	s->auth = auth;
-	s->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen_port, NULL, NULL,
+	s->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen.port, NULL, NULL,
 	    on_request, s,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -792,7 +911,7 @@ api_server_start(const struct api_config *cfg, struct api_auth *auth,
 	    MHD_OPTION_END);
 	if (s->mhd == NULL) {
 		snprintf(err, errlen, "cannot listen on %s:%d (address in use or "
-		    "not local?)", cfg->listen_host, cfg->listen_port);
+		    "not local?)", cfg->listen.host, cfg->listen.port);
 		free(s);
 		return -1;
 	}

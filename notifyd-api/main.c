@@ -5,13 +5,13 @@
  */
 #include <err.h>
 #include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,281 +20,309 @@
 #include "api.h"
 #include "nt_config.h"
 #include "nt_log.h"
-#include "nt_msg.h"
+#include "nt_opt.h"
+#include "nt_proxy.h"
 #include "nt_redis.h"
 
-#define PROG "notifyd-api"
-#define DEFAULT_LISTEN "127.0.0.1:8081"
 #define DRAIN_DEADLINE_MS 10000
 
-static void
-usage(FILE *f)
+/*
+ * What the table stores that api_config holds in another form (seconds,
+ * unsigned) or that only main() needs. Read once, after nt_opt_parse.
+ */
+static struct {
+	uint64_t          offline_ttl_ms, jwt_leeway_ms;
+	uint64_t          connection_timeout_ms, redis_timeout_ms;
+	long long         threads, max_connections, rate_burst;
+	const char       *jwt_secret_file, *jwt_public_key;
+	int               ready_fd;
+	enum nt_log_level log_level;
+} flags = { .ready_fd = -1 };
+
+static struct api_config cfg;
+
+/* ---- parsers of this program's own kinds of value ---------------------- */
+
+/*
+ * A file read at start and again on SIGHUP. Checked here so that a wrong
+ * path is reported with its flag; what is in it is checked when read.
+ */
+static int
+parse_readable(const struct nt_opt *o, const char *v, char *err,
+    size_t errlen)
 {
-	fprintf(f,
-	    "usage: " PROG " [--listen ADDR:PORT] [--redis URL] "
-	    "[--redis-prefix PREFIX]\n"
-	    "           [--api-keys-file FILE] [--insecure-no-auth] "
-	    "[--offline-ttl DURATION]\n"
-	    "           [--jwt-secret-file FILE | --jwt-public-key FILE] "
-	    "[--jwt-alg ALG]\n"
-	    "           [--jwt-scope SCOPE] [--jwt-issuer ISS] "
-	    "[--jwt-audience AUD]\n"
-	    "           [--jwt-leeway DURATION]\n"
-	    "           [--max-body BYTES] [--max-content BYTES] "
-	    "[--max-message BYTES]\n"
-	    "           [--rate-limit N/s] [--rate-burst N] [--threads N]\n"
-	    "           [--max-connections N] [--connection-timeout DURATION]\n"
-	    "           [--redis-timeout DURATION] [--ready-fd N] "
-	    "[--log-level LEVEL]\n"
-	    "       " PROG " --help | --version\n");
-}
-
-enum opt_id {
-	OPT_LISTEN = 256, OPT_REDIS, OPT_PREFIX, OPT_TTL, OPT_KEYS,
-	OPT_INSECURE, OPT_MAX_BODY, OPT_MAX_CONTENT, OPT_MAX_MESSAGE,
-	OPT_RATE, OPT_BURST, OPT_THREADS, OPT_MAX_CONN, OPT_CONN_TIMEOUT,
-	OPT_REDIS_TIMEOUT, OPT_READY_FD, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION,
-	OPT_JWT_SECRET, OPT_JWT_PUBKEY, OPT_JWT_ALG, OPT_JWT_SCOPE,
-	OPT_JWT_ISSUER, OPT_JWT_AUDIENCE, OPT_JWT_LEEWAY
-};
-
-static const struct option long_opts[] = {
-	{ "listen",             required_argument, NULL, OPT_LISTEN },
-	{ "redis",              required_argument, NULL, OPT_REDIS },
-	{ "redis-prefix",       required_argument, NULL, OPT_PREFIX },
-	{ "offline-ttl",        required_argument, NULL, OPT_TTL },
-	{ "api-keys-file",      required_argument, NULL, OPT_KEYS },
-	{ "insecure-no-auth",   no_argument,       NULL, OPT_INSECURE },
-	{ "max-body",           required_argument, NULL, OPT_MAX_BODY },
-	{ "max-content",        required_argument, NULL, OPT_MAX_CONTENT },
-	{ "max-message",        required_argument, NULL, OPT_MAX_MESSAGE },
-	{ "rate-limit",         required_argument, NULL, OPT_RATE },
-	{ "rate-burst",         required_argument, NULL, OPT_BURST },
-	{ "threads",            required_argument, NULL, OPT_THREADS },
-	{ "max-connections",    required_argument, NULL, OPT_MAX_CONN },
-	{ "connection-timeout", required_argument, NULL, OPT_CONN_TIMEOUT },
-	{ "redis-timeout",      required_argument, NULL, OPT_REDIS_TIMEOUT },
-	{ "ready-fd",           required_argument, NULL, OPT_READY_FD },
-	{ "log-level",          required_argument, NULL, OPT_LOG_LEVEL },
-	{ "jwt-secret-file",    required_argument, NULL, OPT_JWT_SECRET },
-	{ "jwt-public-key",     required_argument, NULL, OPT_JWT_PUBKEY },
-	{ "jwt-alg",            required_argument, NULL, OPT_JWT_ALG },
-	{ "jwt-scope",          required_argument, NULL, OPT_JWT_SCOPE },
-	{ "jwt-issuer",         required_argument, NULL, OPT_JWT_ISSUER },
-	{ "jwt-audience",       required_argument, NULL, OPT_JWT_AUDIENCE },
-	{ "jwt-leeway",         required_argument, NULL, OPT_JWT_LEEWAY },
-	{ "help",               no_argument,       NULL, OPT_HELP },
-	{ "version",            no_argument,       NULL, OPT_VERSION },
-	{ NULL, 0, NULL, 0 }
-};
-
-/* Raw option strings, before env fallbacks and parsing. */
-struct raw_opts {
-	const char *listen, *redis, *prefix, *ttl, *keys, *max_body;
-	const char *max_content, *max_message, *rate, *burst, *threads;
-	const char *max_conn, *conn_timeout, *redis_timeout, *ready_fd;
-	const char *log_level;
-	const char *jwt_secret, *jwt_pubkey, *jwt_alg, *jwt_scope, *jwt_issuer;
-	const char *jwt_audience, *jwt_leeway;
-	int insecure;
-};
-
-static void
-parse_args(int argc, char **argv, struct raw_opts *o)
-{
-	int c;
-
-	while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
-		switch (c) {
-		case OPT_LISTEN:        o->listen = optarg; break;
-		case OPT_REDIS:         o->redis = optarg; break;
-		case OPT_PREFIX:        o->prefix = optarg; break;
-		case OPT_TTL:           o->ttl = optarg; break;
-		case OPT_KEYS:          o->keys = optarg; break;
-		case OPT_INSECURE:      o->insecure = 1; break;
-		case OPT_MAX_BODY:      o->max_body = optarg; break;
-		case OPT_MAX_CONTENT:   o->max_content = optarg; break;
-		case OPT_MAX_MESSAGE:   o->max_message = optarg; break;
-		case OPT_RATE:          o->rate = optarg; break;
-		case OPT_BURST:         o->burst = optarg; break;
-		case OPT_THREADS:       o->threads = optarg; break;
-		case OPT_MAX_CONN:      o->max_conn = optarg; break;
-		case OPT_CONN_TIMEOUT:  o->conn_timeout = optarg; break;
-		case OPT_REDIS_TIMEOUT: o->redis_timeout = optarg; break;
-		case OPT_READY_FD:      o->ready_fd = optarg; break;
-		case OPT_LOG_LEVEL:     o->log_level = optarg; break;
-		case OPT_JWT_SECRET:    o->jwt_secret = optarg; break;
-		case OPT_JWT_PUBKEY:    o->jwt_pubkey = optarg; break;
-		case OPT_JWT_ALG:       o->jwt_alg = optarg; break;
-		case OPT_JWT_SCOPE:     o->jwt_scope = optarg; break;
-		case OPT_JWT_ISSUER:    o->jwt_issuer = optarg; break;
-		case OPT_JWT_AUDIENCE:  o->jwt_audience = optarg; break;
-		case OPT_JWT_LEEWAY:    o->jwt_leeway = optarg; break;
-		case OPT_HELP:          usage(stdout); exit(NT_EXIT_OK);
-		case OPT_VERSION:       printf(PROG " " NT_VERSION "\n");
-			exit(NT_EXIT_OK);
-		default:                usage(stderr); exit(NT_EXIT_USAGE);
-		}
+	if (access(v, R_OK) != 0) {
+		snprintf(err, errlen, "%s", strerror(errno));
+		return -1;
 	}
-	if (optind != argc) {
-		usage(stderr);
-		exit(NT_EXIT_USAGE);
+	*(const char **)o->dst = v;
+	return 0;
+}
+
+/* HS, RS or ES with 256, 384 or 512: the algorithms nt_jwt verifies. */
+static int
+parse_jwt_alg(const struct nt_opt *o, const char *v, char *err,
+    size_t errlen)
+{
+	if (strlen(v) != 5 || (strncasecmp(v, "HS", 2) != 0 &&
+	    strncasecmp(v, "RS", 2) != 0 && strncasecmp(v, "ES", 2) != 0) ||
+	    (strcmp(v + 2, "256") != 0 && strcmp(v + 2, "384") != 0 &&
+	    strcmp(v + 2, "512") != 0)) {
+		snprintf(err, errlen, "want HS256/384/512, RS256/384/512 or "
+		    "ES256/384/512");
+		return -1;
 	}
-}
-
-static uint64_t
-need_u64(const char *name, const char *v, uint64_t min, uint64_t max)
-{
-	uint64_t out;
-
-	if (nt_u64_parse(v, min, max, &out) < 0)
-		errx(NT_EXIT_CONFIG, "%s: expected an integer in %llu..%llu, got "
-		    "\"%s\"", name, (unsigned long long)min,
-		    (unsigned long long)max, v);
-	return out;
-}
-
-static uint64_t
-need_ms(const char *name, const char *v, uint64_t min_ms, uint64_t max_ms)
-{
-	uint64_t ms;
-
-	if (nt_duration_ms_parse(v, &ms) < 0 || ms < min_ms || ms > max_ms)
-		errx(NT_EXIT_CONFIG, "%s: expected a duration from %llums to "
-		    "%llums (e.g. 500ms, 30s, 7d), got \"%s\"", name,
-		    (unsigned long long)min_ms, (unsigned long long)max_ms, v);
-	return ms;
-}
-
-static size_t
-need_size(const char *name, const char *v, size_t min)
-{
-	size_t n;
-
-	if (nt_size_parse(v, &n) < 0 || n < min)
-		errx(NT_EXIT_CONFIG, "%s: expected a size of at least %zu bytes "
-		    "(e.g. 64k, 1M), got \"%s\"", name, min, v);
-	return n;
-}
-
-/* Who may call: API keys, JWTs with a scope, or (explicitly) anyone. */
-static void
-build_auth_config(const struct raw_opts *o, struct api_config *cfg)
-{
-	const char *secret, *pubkey, *v;
-
-	cfg->insecure_no_auth = o->insecure;
-	cfg->keys_file = nt_env_or(o->keys, "NOTIFYD_API_KEYS_FILE", NULL);
-	secret = nt_env_or(o->jwt_secret, "NOTIFYD_API_JWT_SECRET_FILE", NULL);
-	pubkey = nt_env_or(o->jwt_pubkey, "NOTIFYD_API_JWT_PUBLIC_KEY", NULL);
-	if (secret != NULL && pubkey != NULL)
-		errx(NT_EXIT_USAGE, "--jwt-secret-file and --jwt-public-key "
-		    "exclude each other");
-	if (cfg->insecure_no_auth && (o->keys != NULL || o->jwt_secret ||
-	    o->jwt_pubkey))
-		errx(NT_EXIT_USAGE, "--insecure-no-auth excludes --api-keys-file "
-		    "and --jwt-*");
-	if (cfg->insecure_no_auth) {
-		cfg->keys_file = NULL;
-		return;
-	}
-	cfg->jwt_enabled = secret != NULL || pubkey != NULL;
-	if (cfg->keys_file == NULL && !cfg->jwt_enabled)
-		errx(NT_EXIT_CONFIG, "no credentials: give --api-keys-file FILE "
-		    "and/or --jwt-secret-file/--jwt-public-key (or "
-		    "--insecure-no-auth for local development only)");
-	if (!cfg->jwt_enabled)
-		return;
-	cfg->jwt.key_file = secret != NULL ? secret : pubkey;
-	cfg->jwt.alg = nt_env_or(o->jwt_alg, "NOTIFYD_API_JWT_ALG",
-	    secret != NULL ? "HS256" : "RS256");
-	cfg->jwt.issuer = nt_env_or(o->jwt_issuer, "NOTIFYD_API_JWT_ISSUER",
-	    NULL);
-	cfg->jwt.audience = nt_env_or(o->jwt_audience,
-	    "NOTIFYD_API_JWT_AUDIENCE", NULL);
-	v = nt_env_or(o->jwt_leeway, "NOTIFYD_API_JWT_LEEWAY", "30s");
-	cfg->jwt.leeway_s = (long)(need_ms("--jwt-leeway", v, 0,
-	    86400 * 1000) / 1000);
-	cfg->jwt_scope = nt_env_or(o->jwt_scope, "NOTIFYD_API_JWT_SCOPE",
-	    "notifications:send");
-	if (cfg->jwt_scope[0] == '\0' || strchr(cfg->jwt_scope, ' '))
-		errx(NT_EXIT_CONFIG, "--jwt-scope: one scope, no spaces");
-}
-
-static void
-build_config(const struct raw_opts *o, struct api_config *cfg, int *ready_fd)
-{
-	char err[256];
-	const char *v;
-	enum nt_log_level level;
-
-	v = nt_env_or(o->log_level, "NOTIFYD_LOG_LEVEL", "info");
-	if (nt_log_level_parse(v, &level) < 0)
-		errx(NT_EXIT_CONFIG, "--log-level: unknown level \"%s\"", v);
-	nt_log_init(PROG, level);
-
-	v = nt_env_or(o->listen, "NOTIFYD_API_LISTEN", DEFAULT_LISTEN);
-	if (nt_hostport_parse(v, cfg->listen_host, sizeof(cfg->listen_host),
-	    &cfg->listen_port, err, sizeof(err)) < 0)
-		errx(NT_EXIT_CONFIG, "--listen: %s", err);
-	if (nt_redis_settings(o->redis, o->prefix, &cfg->redis,
-	    &cfg->redis_prefix, err, sizeof(err)) < 0)
-		errx(NT_EXIT_CONFIG, "%s", err);
-	v = nt_env_or(o->ttl, "NOTIFYD_OFFLINE_TTL", "7d");
-	cfg->offline_ttl_s = (long long)(need_ms("--offline-ttl", v, 1000,
-	    366ull * 86400 * 1000) / 1000);
-
-	build_auth_config(o, cfg);
-
-	v = nt_env_or(o->max_body, "NOTIFYD_API_MAX_BODY", "1M");
-	cfg->max_body = need_size("--max-body", v, 64);
-	nt_limits_default(&cfg->limits);
-	v = nt_env_or(o->max_content, "NOTIFYD_MAX_CONTENT", NULL);
-	if (v != NULL)
-		cfg->limits.max_content = need_size("--max-content", v, 1);
-	v = nt_env_or(o->max_message, "NOTIFYD_MAX_MESSAGE", NULL);
-	if (v != NULL)
-		cfg->limits.max_message = need_size("--max-message", v, 256);
-
-	v = nt_env_or(o->rate, "NOTIFYD_API_RATE_LIMIT", "0");
-	if (api_rate_parse(v, &cfg->rate_per_s) < 0)
-		errx(NT_EXIT_CONFIG, "--rate-limit: expected N, N/s or N/m, got "
-		    "\"%s\"", v);
-	v = nt_env_or(o->burst, "NOTIFYD_API_RATE_BURST", NULL);
-	cfg->rate_burst = v ? (double)need_u64("--rate-burst", v, 1,
-	    1000000000) : 0;
-
-	v = nt_env_or(o->threads, "NOTIFYD_API_THREADS", "2");
-	cfg->threads = (unsigned)need_u64("--threads", v, 1, 256);
-	v = nt_env_or(o->max_conn, "NOTIFYD_API_MAX_CONNECTIONS", "512");
-	cfg->max_connections = (unsigned)need_u64("--max-connections", v, 1,
-	    100000);
-	/* libmicrohttpd splits the limit among the worker threads. */
-	if (cfg->max_connections < cfg->threads)
-		errx(NT_EXIT_CONFIG, "--max-connections (%u) must be at least "
-		    "--threads (%u)", cfg->max_connections, cfg->threads);
-	v = nt_env_or(o->conn_timeout, "NOTIFYD_API_CONNECTION_TIMEOUT", "30s");
-	cfg->connection_timeout_s = (unsigned)(need_ms("--connection-timeout",
-	    v, 1000, 3600 * 1000) / 1000);
-	v = nt_env_or(o->redis_timeout, "NOTIFYD_REDIS_TIMEOUT", "2s");
-	cfg->redis_timeout_ms = (int)need_ms("--redis-timeout", v, 10, 60000);
-
-	*ready_fd = -1;
-	if (o->ready_fd != NULL)
-		*ready_fd = (int)need_u64("--ready-fd", o->ready_fd, 0, 65535);
+	*(const char **)o->dst = v;
+	return 0;
 }
 
 static int
-make_auth(const struct api_config *cfg, struct api_auth **auth, char *err,
+parse_scope(const struct nt_opt *o, const char *v, char *err, size_t errlen)
+{
+	if (v[0] == '\0' || strchr(v, ' ') != NULL) {
+		snprintf(err, errlen, "want one scope, without spaces");
+		return -1;
+	}
+	*(const char **)o->dst = v;
+	return 0;
+}
+
+static int
+parse_rate(const struct nt_opt *o, const char *v, char *err, size_t errlen)
+{
+	if (api_rate_parse(v, o->dst) < 0) {
+		snprintf(err, errlen, "want N, N/s or N/m");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+parse_log_level(const struct nt_opt *o, const char *v, char *err,
     size_t errlen)
 {
+	if (nt_log_level_parse(v, o->dst) < 0) {
+		snprintf(err, errlen, "want error, warn, info or debug");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+parse_proxies(const struct nt_opt *o, const char *v, char *err,
+    size_t errlen)
+{
+	return nt_proxy_list_parse(v, o->dst, err, errlen);
+}
+
+/* ---- the flags --------------------------------------------------------- */
+
+#define DAY_MS (86400ull * 1000)
+
+static const struct nt_opt opts[] = {
+	{ "listen", 0, "ADDR:PORT", "NOTIFYD_API_LISTEN", "127.0.0.1:8081",
+	    nt_opt_listen, &cfg.listen, 0, 0,
+	    "address to listen on; IPv6 in brackets, :PORT for every IPv4 "
+	    "interface" },
+	NT_REDIS_OPT_URL(&cfg.redis),
+	NT_REDIS_OPT_PREFIX(&cfg.redis_prefix),
+	{ "api-keys-file", 0, "FILE", "NOTIFYD_API_KEYS_FILE", NULL,
+	    parse_readable, &cfg.keys_file, 0, 0,
+	    "API keys, one 'NAME KEY' pair per line (default: none)" },
+	{ "insecure-no-auth", 0, NULL, NULL, NULL,
+	    nt_opt_switch, &cfg.insecure_no_auth, 0, 0,
+	    "let every request in without credentials (local development "
+	    "only)" },
+	{ "offline-ttl", 0, "DURATION", "NOTIFYD_OFFLINE_TTL", "7d",
+	    nt_opt_duration, &flags.offline_ttl_ms, 1000, 366 * DAY_MS,
+	    "how long stored messages wait for their user" },
+	{ "jwt-secret-file", 0, "FILE", "NOTIFYD_API_JWT_SECRET_FILE", NULL,
+	    parse_readable, &flags.jwt_secret_file, 0, 0,
+	    "accept JWTs signed with this shared secret (HS*) (default: "
+	    "none)" },
+	{ "jwt-public-key", 0, "FILE", "NOTIFYD_API_JWT_PUBLIC_KEY", NULL,
+	    parse_readable, &flags.jwt_public_key, 0, 0,
+	    "accept JWTs signed with the private half of this PEM public key "
+	    "(RS*, ES*) (default: none)" },
+	{ "jwt-alg", 0, "ALG", "NOTIFYD_API_JWT_ALG", NULL,
+	    parse_jwt_alg, &cfg.jwt.alg, 0, 0,
+	    "the one JWT algorithm accepted (default: HS256 with "
+	    "--jwt-secret-file, RS256 with --jwt-public-key)" },
+	{ "jwt-scope", 0, "SCOPE", "NOTIFYD_API_JWT_SCOPE",
+	    "notifications:send", parse_scope, &cfg.jwt_scope, 0, 0,
+	    "the scope a JWT must grant" },
+	{ "jwt-issuer", 0, "ISS", "NOTIFYD_API_JWT_ISSUER", NULL,
+	    nt_opt_string, &cfg.jwt.issuer, 0, 0,
+	    "required JWT iss (default: not checked)" },
+	{ "jwt-audience", 0, "AUD", "NOTIFYD_API_JWT_AUDIENCE", NULL,
+	    nt_opt_string, &cfg.jwt.audience, 0, 0,
+	    "required JWT aud (default: not checked)" },
+	{ "jwt-leeway", 0, "DURATION", "NOTIFYD_API_JWT_LEEWAY", "30s",
+	    nt_opt_duration, &flags.jwt_leeway_ms, 0, DAY_MS,
+	    "allowed clock skew for JWT exp and nbf" },
+	{ "max-body", 0, "BYTES", "NOTIFYD_API_MAX_BODY", "1M",
+	    nt_opt_size, &cfg.max_body, 64, 0,
+	    "largest request body" },
+	{ "max-content", 0, "BYTES", "NOTIFYD_MAX_CONTENT", "64k",
+	    nt_opt_size, &cfg.limits.max_content, 1, 0,
+	    "largest notification content" },
+	{ "max-message", 0, "BYTES", "NOTIFYD_MAX_MESSAGE", "128k",
+	    nt_opt_size, &cfg.limits.max_message, 256, 0,
+	    "largest encoded message" },
+	{ "rate-limit", 0, "N/s", "NOTIFYD_API_RATE_LIMIT", "0",
+	    parse_rate, &cfg.rate_per_s, 0, 0,
+	    "requests per second (N/m: per minute) per API key or JWT "
+	    "subject; 0: no limit" },
+	{ "rate-burst", 0, "N", "NOTIFYD_API_RATE_BURST", NULL,
+	    nt_opt_int, &flags.rate_burst, 1, 1000000000,
+	    "requests a caller may make at once (default: the rate, at "
+	    "least 1)" },
+	{ "threads", 0, "N", "NOTIFYD_API_THREADS", "2",
+	    nt_opt_int, &flags.threads, 1, 256,
+	    "worker threads, each with its own Redis connection" },
+	{ "max-connections", 0, "N", "NOTIFYD_API_MAX_CONNECTIONS", "512",
+	    nt_opt_int, &flags.max_connections, 1, 100000,
+	    "connections served at once, at least --threads" },
+	{ "connection-timeout", 0, "DURATION",
+	    "NOTIFYD_API_CONNECTION_TIMEOUT", "30s",
+	    nt_opt_duration, &flags.connection_timeout_ms, 1000, 3600 * 1000,
+	    "close connections idle this long, and uploads that take longer" },
+	{ "redis-timeout", 0, "DURATION", "NOTIFYD_REDIS_TIMEOUT", "2s",
+	    nt_opt_duration, &flags.redis_timeout_ms, 10, 60000,
+	    "bound on connecting to Redis and on each reply" },
+	{ "trusted-proxy", 0, "LIST", "NOTIFYD_TRUSTED_PROXY", NULL,
+	    parse_proxies, &cfg.trusted_proxies, 0, 0,
+	    "comma-separated addresses or CIDRs of reverse proxies whose "
+	    "X-Forwarded-For names the client (default: none)" },
+	{ "ready-fd", 0, "FD", NULL, NULL,
+	    nt_opt_fd, &flags.ready_fd, 0, 0,
+	    "write a newline to FD and close it once listening" },
+	{ "log-level", 0, "LEVEL", "NOTIFYD_LOG_LEVEL", "info",
+	    parse_log_level, &flags.log_level, 0, 0,
+	    "error, warn, info (one line per request) or debug" },
+};
+
+static const char *origin[NT_OPT_COUNT(opts)];
+
+static const struct nt_opt_spec spec = {
+	.prog = API_PROG,
+	.synopsis = "[--listen ADDR:PORT] [--redis URL] [--api-keys-file FILE]\n"
+	    "[--jwt-secret-file FILE | --jwt-public-key FILE] [option ...]\n"
+	    "--insecure-no-auth [option ...]",
+	.footer = "Durations take ms, s, m, h, d; sizes k, M, G. "
+	    "See notifyd-api(8).\n",
+	.opts = opts,
+	.nopts = NT_OPT_COUNT(opts),
+	.origin = origin,
+};
+
+/*
+ * Where the value stored at dst came from: "--flag" when given on the
+ * command line, the variable's name when from the environment, NULL for
+ * the default (or when not set at all).
+ */
+static const char *
+given_as(const void *dst, char *buf, size_t len, int *on_cmdline)
+{
+	for (size_t i = 0; i < NT_OPT_COUNT(opts); i++) {
+		if (opts[i].dst != dst || origin[i] == NULL)
+			continue;
+		*on_cmdline = strcmp(origin[i], opts[i].name) == 0;
+		snprintf(buf, len, "%s%s", *on_cmdline ? "--" : "", origin[i]);
+		return buf;
+	}
+	*on_cmdline = 0;
+	return NULL;
+}
+
+static void
+read_flags(int argc, char **argv)
+{
+	char err[512];
+	int first, rc;
+
+	rc = nt_opt_parse(&spec, argc, argv, &first, err, sizeof(err));
+	if (rc == NT_OPT_DONE)
+		exit(NT_EXIT_OK);
+	if (rc != 0)
+		errx(rc, "%s", err);
+	if (first < argc)
+		errx(NT_EXIT_USAGE, "unexpected argument '%s' (see --help)",
+		    argv[first]);
+}
+
+/*
+ * Who may call: API keys, JWTs with a scope, or (explicitly) anyone.
+ * Two flags that exclude each other on one command line are a usage
+ * error (64); a clash that involves the environment is a configuration
+ * that cannot work (78).
+ */
+static void
+check_auth_config(void)
+{
+	char sec_buf[64], pub_buf[64], keys_buf[64];
+	int sec_cmd, pub_cmd, keys_cmd;
+	const char *sec = given_as(&flags.jwt_secret_file, sec_buf,
+	    sizeof(sec_buf), &sec_cmd);
+	const char *pub = given_as(&flags.jwt_public_key, pub_buf,
+	    sizeof(pub_buf), &pub_cmd);
+	const char *keys = given_as(&cfg.keys_file, keys_buf, sizeof(keys_buf),
+	    &keys_cmd);
+
+	if (sec != NULL && pub != NULL)
+		errx(sec_cmd && pub_cmd ? NT_EXIT_USAGE : NT_EXIT_CONFIG,
+		    "%s and %s exclude each other", sec, pub);
+	if (cfg.insecure_no_auth) {
+		if (keys_cmd || sec_cmd || pub_cmd)
+			errx(NT_EXIT_USAGE, "--insecure-no-auth excludes %s",
+			    keys_cmd ? keys : sec_cmd ? sec : pub);
+		/* The flag is explicit; credentials in the environment wait. */
+		cfg.keys_file = NULL;
+		return;
+	}
+	cfg.jwt_enabled = sec != NULL || pub != NULL;
+	if (cfg.keys_file == NULL && !cfg.jwt_enabled)
+		errx(NT_EXIT_CONFIG, "no credentials: give --api-keys-file FILE "
+		    "and/or --jwt-secret-file/--jwt-public-key (or "
+		    "--insecure-no-auth for local development only)");
+	if (!cfg.jwt_enabled)
+		return;
+	cfg.jwt.key_file = sec != NULL ? flags.jwt_secret_file :
+	    flags.jwt_public_key;
+	if (cfg.jwt.alg == NULL)
+		cfg.jwt.alg = sec != NULL ? "HS256" : "RS256";
+	cfg.jwt.leeway_s = (long)(flags.jwt_leeway_ms / 1000);
+}
+
+/* The rest of api_config, from what the table stored. */
+static void
+build_config(void)
+{
+	nt_log_init(API_PROG, flags.log_level);
+	cfg.offline_ttl_s = (long long)(flags.offline_ttl_ms / 1000);
+	cfg.rate_burst = (double)flags.rate_burst;
+	cfg.threads = (unsigned)flags.threads;
+	cfg.max_connections = (unsigned)flags.max_connections;
+	cfg.connection_timeout_s = (unsigned)(flags.connection_timeout_ms /
+	    1000);
+	cfg.redis_timeout_ms = (int)flags.redis_timeout_ms;
+	/* libmicrohttpd splits the limit among the worker threads. */
+	if (cfg.max_connections < cfg.threads)
+		errx(NT_EXIT_CONFIG, "--max-connections (%u) must be at least "
+		    "--threads (%u)", cfg.max_connections, cfg.threads);
+	check_auth_config();
+}
+
+static int
+make_auth(struct api_auth **auth, char *err, size_t errlen)
+{
 	struct api_auth_config ac = {
-		.keys_file = cfg->keys_file,
-		.jwt = cfg->jwt_enabled ? &cfg->jwt : NULL,
-		.jwt_scope = cfg->jwt_scope,
-		.open = cfg->insecure_no_auth,
-		.rate_per_s = cfg->rate_per_s,
-		.burst = cfg->rate_burst,
+		.keys_file = cfg.keys_file,
+		.jwt = cfg.jwt_enabled ? &cfg.jwt : NULL,
+		.jwt_scope = cfg.jwt_scope,
+		.open = cfg.insecure_no_auth,
+		.rate_per_s = cfg.rate_per_s,
+		.burst = cfg.rate_burst,
 	};
 
 	return api_auth_new(&ac, auth, err, errlen);
@@ -315,11 +343,11 @@ signal_ready(int fd)
 
 /* Is Redis there? Only a log line: the daemon serves 503 until it is. */
 static void
-probe_redis(const struct api_config *cfg)
+probe_redis(void)
 {
 	char err[256];
-	redisContext *c = nt_redis_connect(&cfg->redis, cfg->redis_timeout_ms,
-	    err, sizeof(err));
+	redisContext *c = nt_redis_connect_where(&cfg.redis,
+	    NT_REDIS_URL_WHERE, cfg.redis_timeout_ms, err, sizeof(err));
 
 	if (c == NULL)
 		nt_log_warn("%s; answering 503 until it is reachable", err);
@@ -382,17 +410,15 @@ serve(struct api_server *srv, struct api_auth *auth, const sigset_t *set)
 int
 main(int argc, char **argv)
 {
-	struct raw_opts opts = { 0 };
-	struct api_config cfg = { 0 };
 	struct api_auth *auth = NULL;
 	struct api_server *srv = NULL;
 	char err[512];
 	sigset_t set;
-	int ready_fd;
+	int v6;
 
-	parse_args(argc, argv, &opts);
-	build_config(&opts, &cfg, &ready_fd);
-	if (make_auth(&cfg, &auth, err, sizeof(err)) < 0)
+	read_flags(argc, argv);
+	build_config();
+	if (make_auth(&auth, err, sizeof(err)) < 0)
 		errx(NT_EXIT_CONFIG, "%s", err);
 	if (cfg.insecure_no_auth)
 		nt_log_warn("--insecure-no-auth: anyone who can connect may send "
@@ -410,14 +436,16 @@ main(int argc, char **argv)
 	json_object_seed(0);
 	if (api_store_init(&cfg) < 0)
 		errx(NT_EXIT_SOFTWARE, "cannot create thread-local storage");
-	probe_redis(&cfg);
+	probe_redis();
 	if (api_server_start(&cfg, auth, &srv, err, sizeof(err)) < 0)
 		errx(NT_EXIT_CONFIG, "%s", err);
-	nt_log_info("listening on %s:%d (%u threads, %zu API keys%s%s)",
-	    cfg.listen_host, cfg.listen_port, cfg.threads,
-	    api_auth_count(auth), cfg.jwt_enabled ? ", JWTs" : "",
-	    cfg.insecure_no_auth ? ", NO AUTH" : "");
-	signal_ready(ready_fd);
+	v6 = strchr(cfg.listen.host, ':') != NULL;
+	nt_log_info("listening on %s%s%s:%d (%u threads, %zu API keys%s%s%s)",
+	    v6 ? "[" : "", cfg.listen.host, v6 ? "]" : "", cfg.listen.port,
+	    cfg.threads, api_auth_count(auth), cfg.jwt_enabled ? ", JWTs" : "",
+	    cfg.insecure_no_auth ? ", NO AUTH" : "",
+	    cfg.trusted_proxies.n > 0 ? ", behind trusted proxies" : "");
+	signal_ready(flags.ready_fd);
 
 	serve(srv, auth, &set);
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "nt_procstat.h"
 
 /* Statuses the daemon answers with; anything else lands in "other". */
 static const unsigned statuses[] = {
@@ -30,8 +31,8 @@ static uint64_t hist_sum_us[API_ROUTE_COUNT];
 static uint64_t redis_errors;
 
 static const char *route_names[API_ROUTE_COUNT] = {
-	"send", "broadcast", "online_count", "user_online", "healthz",
-	"metrics", "unknown"
+	"send", "broadcast", "online_count", "user_online", "livez", "readyz",
+	"healthz", "metrics", "unknown"
 };
 
 const char *
@@ -165,6 +166,27 @@ render_histogram(struct sbuf *b)
 	}
 }
 
+/*
+ * The process_* series and notifyd_build_info. When /proc cannot be read
+ * they are left out rather than shown as zeros that look like values.
+ */
+static void
+render_process(struct sbuf *b)
+{
+	struct nt_procstat ps;
+	char text[2048];
+	int n;
+
+	if (nt_procstat_read(&ps) < 0)
+		return;
+	n = nt_procstat_format(&ps, API_PROG, text, sizeof(text));
+	if (n < 0 || (size_t)n >= sizeof(text)) {
+		b->failed = 1;
+		return;
+	}
+	sb_printf(b, "%s", text);
+}
+
 char *
 api_metrics_render(size_t *len)
 {
@@ -179,6 +201,7 @@ api_metrics_render(size_t *len)
 	    "# TYPE notifyd_api_redis_errors_total counter\n"
 	    "notifyd_api_redis_errors_total %llu\n",
 	    (unsigned long long)get(&redis_errors));
+	render_process(&b);
 	if (b.failed) {
 		free(b.p);
 		return NULL;

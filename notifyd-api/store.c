@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "nt_log.h"
 #include "nt_redis.h"
 
 /* After a failed connect, answer 503 at once for this long. */
@@ -23,6 +24,7 @@
 struct store_slot {
 	redisContext *c;
 	uint64_t      retry_at_us;
+	int           failing;   /* the last connect failed (logged once) */
 };
 
 static pthread_key_t slot_key;
@@ -102,6 +104,7 @@ redisContext *
 api_store_get(char *err, size_t errlen)
 {
 	struct store_slot *s = slot_get();
+	char detail[512];
 	uint64_t now;
 
 	if (s == NULL) {
@@ -120,12 +123,24 @@ api_store_get(char *err, size_t errlen)
 		snprintf(err, errlen, "redis unavailable (retrying)");
 		return NULL;
 	}
-	s->c = nt_redis_connect(&store_cfg->redis, store_cfg->redis_timeout_ms,
-	    err, errlen);
+	s->c = nt_redis_connect_where(&store_cfg->redis, NT_REDIS_URL_WHERE,
+	    store_cfg->redis_timeout_ms, detail, sizeof(detail));
 	if (s->c == NULL) {
+		/*
+		 * The reason names the Redis server: it is for the operator's
+		 * log, once per outage and worker, not for callers, who may
+		 * not even have credentials (/readyz).
+		 */
+		if (!s->failing)
+			nt_log_warn("%s", detail);
+		s->failing = 1;
 		s->retry_at_us = now + RETRY_BACKOFF_US;
 		api_metrics_redis_error();
+		snprintf(err, errlen, "redis unavailable");
 	} else {
+		if (s->failing)
+			nt_log_info("connected to Redis again");
+		s->failing = 0;
 		__atomic_store_n(&last_connect_us, api_now_us(), __ATOMIC_RELAXED);
 	}
 	return s->c;

@@ -41,32 +41,61 @@ ntws_conn_timer_in(struct ntws_conn *c, double after)
 }
 
 const char *
+ntws_conn_addr(const struct ntws_conn *c, char *buf, size_t len)
+{
+	if (c->peer_family == 0 || inet_ntop(c->peer_family, c->peer_addr, buf,
+	    (socklen_t)len) == NULL)
+		snprintf(buf, len, "?");
+	return buf;
+}
+
+const char *
 ntws_conn_peer(const struct ntws_conn *c, char *buf, size_t len)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char host[64];
-	int port = 0;
+	char addr[INET6_ADDRSTRLEN];
 
-	if (getpeername(c->fd, (struct sockaddr *)&ss, &sl) != 0) {
-		snprintf(buf, len, "?");
-		return buf;
-	}
-	if (ss.ss_family == AF_INET6) {
-		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-		inet_ntop(AF_INET6, &a6->sin6_addr, host, sizeof(host));
-		port = ntohs(a6->sin6_port);
-	} else {
-		struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-		inet_ntop(AF_INET, &a4->sin_addr, host, sizeof(host));
-		port = ntohs(a4->sin_port);
-	}
-	snprintf(buf, len, "%s:%d", host, port);
+	ntws_conn_addr(c, addr, sizeof(addr));
+	if (c->peer_port == 0)
+		snprintf(buf, len, "%s", addr);
+	else if (c->peer_family == AF_INET6)
+		snprintf(buf, len, "[%s]:%u", addr, c->peer_port);
+	else
+		snprintf(buf, len, "%s:%u", addr, c->peer_port);
 	return buf;
 }
 
 void
-ntws_conn_accept(struct ntws_server *s, int fd)
+ntws_conn_set_client(struct ntws_conn *c, const char *addr)
+{
+	if (inet_pton(AF_INET, addr, c->peer_addr) == 1)
+		c->peer_family = AF_INET;
+	else if (inet_pton(AF_INET6, addr, c->peer_addr) == 1)
+		c->peer_family = AF_INET6;
+	else
+		return;
+	c->peer_port = 0;
+}
+
+/* The TCP peer, kept from accept(): getpeername() fails once it is gone. */
+static void
+peer_from(struct ntws_conn *c, const struct sockaddr *sa)
+{
+	const struct sockaddr_in *a4 = (const void *)sa;
+	const struct sockaddr_in6 *a6 = (const void *)sa;
+
+	if (sa->sa_family == AF_INET) {
+		memcpy(c->peer_addr, &a4->sin_addr, 4);
+		c->peer_port = ntohs(a4->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		memcpy(c->peer_addr, &a6->sin6_addr, 16);
+		c->peer_port = ntohs(a6->sin6_port);
+	} else
+		return;
+	c->peer_family = (uint8_t)sa->sa_family;
+}
+
+void
+ntws_conn_accept(struct ntws_server *s, int fd, const struct sockaddr *peer)
 {
 	struct ntws_conn *c = calloc(1, sizeof(*c));
 
@@ -76,6 +105,7 @@ ntws_conn_accept(struct ntws_server *s, int fd)
 	}
 	c->srv = s;
 	c->fd = fd;
+	peer_from(c, peer);
 	c->serial = ++s->next_serial;
 	c->state = NTWS_CS_HTTP;
 	ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
@@ -492,6 +522,18 @@ ntws_conn_close(struct ntws_conn *c, uint16_t code, const char *reason)
 	conn_update_io(c);
 }
 
+/* The counterpart of the connect line of handshake.c, at the very end. */
+static void
+log_disconnect(const struct ntws_conn *c)
+{
+	char peer[80];
+
+	nt_log_info("conn %llu (%s): user %s disconnected: code %u, %.1fs",
+	    (unsigned long long)c->serial, ntws_conn_peer(c, peer, sizeof(peer)),
+	    c->user->name, c->close_sent ? c->close_code : 1006,
+	    ev_now(c->srv->loop) - c->authed_at);
+}
+
 void
 ntws_conn_kill(struct ntws_conn *c)
 {
@@ -502,6 +544,8 @@ ntws_conn_kill(struct ntws_conn *c)
 	if (!c->close_sent && (c->state == NTWS_CS_OPEN ||
 	    c->state == NTWS_CS_REPLAY))
 		ntws_metrics_close(&s->m, 1006);
+	if (c->user != NULL)
+		log_disconnect(c);
 	if (c->authed) {
 		s->nconns_ws--;
 		c->authed = 0;
@@ -821,6 +865,7 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 			    (unsigned long long)c->serial, cfg->ping_timeout);
 			ntws_metrics_close(&c->srv->m, 1006);
 			c->close_sent = 1;   /* counted: kill must not count again */
+			c->close_code = 1006;
 			ntws_conn_kill(c);
 			return;
 		}

@@ -1,6 +1,6 @@
 /*
  * The HTTP side of a connection: reading the request head, the routes
- * (/healthz, /metrics, the client assets), and the WebSocket opening
+ * (/livez, /readyz, /metrics, the client assets), and the WebSocket opening
  * handshake (RFC 6455 4.2) with its JWT authentication. Plain HTTP
  * replies close the connection: there is no keep-alive.
  */
@@ -25,7 +25,7 @@ static void
 http_reply(struct ntws_conn *c, int status, const char *reason,
     const char *ctype, const char *extra, const void *body, size_t blen)
 {
-	char head[512];
+	char head[1024];
 	int n;
 	struct ntws_buf *b;
 
@@ -63,19 +63,34 @@ http_error(struct ntws_conn *c, int status, const char *reason,
 
 /* ---- the HTTP request ---- */
 
+/* The loop answers: the process is alive, whatever Redis does. */
 static void
-serve_health(struct ntws_conn *c)
+serve_live(struct ntws_conn *c)
 {
+	http_reply(c, 200, "OK", "application/json", NULL,
+	    "{\"status\":\"ok\"}", 15);
+}
+
+/*
+ * Ready to deliver: both Redis connections are up (the subscriber brings
+ * live messages, the command one replays and deletes). Else 503, saying
+ * which is down, so that a load balancer sends clients elsewhere.
+ */
+static void
+serve_ready(struct ntws_conn *c)
+{
+	int sub = ntws_redis_sub_up(c->srv), cmd = ntws_redis_cmd_up(c->srv);
 	char body[256];
 	int n;
 
-	if (ntws_redis_healthy(c->srv)) {
-		http_reply(c, 200, "OK", "application/json", NULL,
-		    "{\"status\":\"ok\"}", 15);
+	if (sub && cmd) {
+		serve_live(c);
 		return;
 	}
 	n = snprintf(body, sizeof(body),
-	    "{\"status\":\"error\",\"error\":\"redis unavailable\"}");
+	    "{\"status\":\"error\",\"error\":\"redis unavailable\","
+	    "\"redis_subscriber\":\"%s\",\"redis_commands\":\"%s\"}",
+	    sub ? "up" : "down", cmd ? "up" : "down");
 	http_reply(c, 503, "Service Unavailable", "application/json", NULL,
 	    body, (size_t)n);
 }
@@ -92,30 +107,6 @@ serve_metrics(struct ntws_conn *c)
 	}
 	http_reply(c, 200, "OK", "text/plain; version=0.0.4", NULL, text, len);
 	free(text);
-}
-
-static int
-serve_asset(struct ntws_conn *c, struct ntws_str path)
-{
-	const struct nt_web_asset *a;
-	size_t plen;
-	int is_html;
-
-	for (a = nt_web_assets; a->path != NULL; a++) {
-		plen = strlen(a->path);
-		is_html = plen > 5 && strcmp(a->path + plen - 5, ".html") == 0;
-		if (is_html && !c->srv->cfg->demo)
-			continue;
-		if ((plen == path.len && memcmp(a->path, path.p, plen) == 0) ||
-		    (is_html && path.len == 1 &&
-		    (strcmp(a->path, "/index.html") == 0 ||
-		    strcmp(a->path, "/demo.html") == 0))) {
-			http_reply(c, 200, "OK", a->content_type, NULL, a->data,
-			    a->len);
-			return 1;
-		}
-	}
-	return 0;
 }
 
 static int
@@ -140,6 +131,58 @@ origin_allowed(const struct ntws_config *cfg, struct ntws_str origin)
 		if (n == origin.len && strncasecmp(p, origin.p, n) == 0)
 			return 1;
 		p = comma + 1;
+	}
+	return 0;
+}
+
+/*
+ * CORS for the client module, so that a page may import() or fetch() it
+ * from another origin: any origin while --allowed-origin is unset, else
+ * only the listed ones, by echoing the request's Origin. The answer then
+ * depends on Origin: say so to caches.
+ */
+static void
+cors_headers(const struct ntws_config *cfg, struct ntws_str origin,
+    char *out, size_t outlen)
+{
+	if (cfg->allowed_origins == NULL)
+		snprintf(out, outlen, "Access-Control-Allow-Origin: *\r\n");
+	else if (origin.p != NULL && origin.len + 64 < outlen &&
+	    origin_allowed(cfg, origin))
+		snprintf(out, outlen, "Access-Control-Allow-Origin: %.*s\r\n"
+		    "Vary: Origin\r\n", (int)origin.len, origin.p);
+	else
+		snprintf(out, outlen, "Vary: Origin\r\n");
+}
+
+static int
+serve_asset(struct ntws_conn *c, const struct ntws_http_req *req)
+{
+	const struct nt_web_asset *a;
+	struct ntws_str path = req->path;
+	char cors[512];
+	size_t plen;
+	int is_html;
+
+	for (a = nt_web_assets; a->path != NULL; a++) {
+		plen = strlen(a->path);
+		is_html = plen > 5 && strcmp(a->path + plen - 5, ".html") == 0;
+		if (is_html && !c->srv->cfg->demo)
+			continue;
+		if ((plen == path.len && memcmp(a->path, path.p, plen) == 0) ||
+		    (is_html && path.len == 1 &&
+		    (strcmp(a->path, "/index.html") == 0 ||
+		    strcmp(a->path, "/demo.html") == 0))) {
+			/* The demo page is a page, not a module to share. */
+			if (is_html)
+				cors[0] = '\0';
+			else
+				cors_headers(c->srv->cfg, req->origin, cors,
+				    sizeof(cors));
+			http_reply(c, 200, "OK", a->content_type, cors, a->data,
+			    a->len);
+			return 1;
+		}
 	}
 	return 0;
 }
@@ -207,10 +250,11 @@ authenticate(struct ntws_conn *c, const char *token)
 		c->authed = 1;
 		s->nconns_ws++;
 		ntws_conn_attach_user(c, user);
-		c->last_rx = ev_now(s->loop);
+		c->last_rx = c->authed_at = ev_now(s->loop);
 		ntws_conn_timer_in(c, s->cfg->ping_interval);
-		nt_log_debug("conn %llu: user %s connected%s",
-		    (unsigned long long)c->serial, user,
+		nt_log_info("conn %llu (%s): user %s connected%s",
+		    (unsigned long long)c->serial,
+		    ntws_conn_peer(c, peer, sizeof(peer)), user,
 		    c->ack_mode ? " (ack mode)" : "");
 		ntws_replay_begin(c);
 		return;
@@ -274,9 +318,33 @@ upgrade(struct ntws_conn *c, const struct ntws_http_req *req)
 	ntws_conn_flush_now(c);
 }
 
+/* Paths compare exactly: case matters. */
+static int
+path_is(struct ntws_str path, const char *want)
+{
+	return path.len == strlen(want) && memcmp(path.p, want, path.len) == 0;
+}
+
+/* Behind a trusted proxy, the client is who X-Forwarded-For says. */
+static void
+forwarded_client(struct ntws_conn *c, const struct ntws_http_req *req)
+{
+	const struct nt_proxy_list *proxies = &c->srv->cfg->trusted_proxies;
+	char peer[64], client[64];
+
+	if (proxies->n == 0 || req->xff.p == NULL)
+		return;
+	ntws_conn_addr(c, peer, sizeof(peer));
+	nt_proxy_client(proxies, peer, req->xff.p, req->xff.len, client,
+	    sizeof(client));
+	if (strcmp(client, peer) != 0)
+		ntws_conn_set_client(c, client);
+}
+
 static void
 handle_request(struct ntws_conn *c, const struct ntws_http_req *req)
 {
+	forwarded_client(c, req);
 	if (!ntws_str_eq(req->method, "GET")) {
 		http_error(c, 405, "Method Not Allowed", "method not allowed",
 		    "Allow: GET\r\n");
@@ -286,16 +354,17 @@ handle_request(struct ntws_conn *c, const struct ntws_http_req *req)
 		http_error(c, 503, "Service Unavailable", "shutting down", NULL);
 		return;
 	}
-	if (req->path.len == 17 && memcmp(req->path.p, "/ws/notifications",
-	    17) == 0) {
+	if (path_is(req->path, "/ws/notifications")) {
 		upgrade(c, req);
 		return;
 	}
-	if (req->path.len == 8 && memcmp(req->path.p, "/healthz", 8) == 0)
-		serve_health(c);
-	else if (req->path.len == 8 && memcmp(req->path.p, "/metrics", 8) == 0)
+	if (path_is(req->path, "/livez"))
+		serve_live(c);
+	else if (path_is(req->path, "/readyz") || path_is(req->path, "/healthz"))
+		serve_ready(c);
+	else if (path_is(req->path, "/metrics"))
 		serve_metrics(c);
-	else if (!serve_asset(c, req->path))
+	else if (!serve_asset(c, req))
 		http_error(c, 404, "Not Found", "not found", NULL);
 }
 

@@ -97,6 +97,14 @@ set_header(struct ntws_http_req *req, struct ntws_str name,
 	size_t i;
 	struct ntws_str *slot;
 
+	/*
+	 * A list header that proxies may repeat (HAProxy adds a line of its
+	 * own): the last one is what the nearest proxy wrote.
+	 */
+	if (ntws_str_eq(name, "x-forwarded-for")) {
+		req->xff = value;
+		return;
+	}
 	for (i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
 		if (!ntws_str_eq(name, known[i].name))
 			continue;

@@ -30,6 +30,7 @@ struct ntws_http_req {
 	struct ntws_str ws_version;
 	struct ntws_str ws_protocol;
 	struct ntws_str origin;
+	struct ntws_str xff;      /* X-Forwarded-For: the last one, if repeated */
 	size_t          head_len; /* bytes of the head, CRLFCRLF included */
 };
 

@@ -1,9 +1,12 @@
 /*
  * notifyd-ws: the WebSocket daemon of notifyd. See notifyd-ws(8).
+ *
+ * Every flag is declared once, in opts[] below (nt_opt.h): its variable,
+ * default, parser and help. main() reads the table, then either mints a
+ * token (--issue-token) or runs the daemon.
  */
-#include <getopt.h>
-#include <stddef.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,263 +15,343 @@
 #include <unistd.h>
 
 #include "nt_log.h"
+#include "nt_opt.h"
 #include "ws.h"
 
-static void
-usage(FILE *f)
-{
-	fprintf(f,
-"usage: notifyd-ws [--demo] [--reuseport] [--listen addr:port] [--redis url]\n"
-"                  [--redis-prefix prefix] [--jwt-alg alg]\n"
-"                  [--jwt-secret-file file | --jwt-public-key file]\n"
-"                  [--jwt-issuer iss] [--jwt-audience aud] [--jwt-leeway duration]\n"
-"                  [--allowed-origin list] [--instance-id id] [--ready-fd fd]\n"
-"                  [--log-level level] [--max-message bytes]\n"
-"                  [--send-queue-max bytes] [--max-channels n]\n"
-"                  [--ping-interval duration] [--ping-timeout duration]\n"
-"                  [--handshake-timeout duration] [--shutdown-timeout duration]\n"
-"                  [--redis-timeout duration]\n"
-"       notifyd-ws --help | --version\n");
-}
+#define PROG "notifyd-ws"
 
-enum {
-	O_LISTEN = 256, O_REDIS, O_PREFIX, O_ALG, O_SECRET, O_PUBKEY, O_ISS,
-	O_AUD, O_LEEWAY, O_ORIGIN, O_REUSEPORT, O_READY, O_LOGLEVEL, O_INSTANCE,
-	O_MAXMSG, O_SENDQ, O_MAXCHAN, O_PINGI, O_PINGT, O_HSTMO, O_SHUTTMO,
-	O_REDISTMO, O_DEMO, O_HELP, O_VERSION, O_LAST
-};
+/* What the daemon itself does not keep: JWT settings, logging, the mode. */
+static struct {
+	const char        *jwt_alg;
+	const char        *jwt_secret_file;
+	const char        *jwt_public_key;
+	const char        *jwt_issuer;
+	const char        *jwt_audience;
+	uint64_t           jwt_leeway_ms;
+	enum nt_log_level  log_level;
+	const char        *issue_user;   /* --issue-token: mint, do not serve */
+	uint64_t           token_ttl_ms;
+} opt;
 
-static const struct option longopts[] = {
-	{ "listen", required_argument, NULL, O_LISTEN },
-	{ "redis", required_argument, NULL, O_REDIS },
-	{ "redis-prefix", required_argument, NULL, O_PREFIX },
-	{ "jwt-alg", required_argument, NULL, O_ALG },
-	{ "jwt-secret-file", required_argument, NULL, O_SECRET },
-	{ "jwt-public-key", required_argument, NULL, O_PUBKEY },
-	{ "jwt-issuer", required_argument, NULL, O_ISS },
-	{ "jwt-audience", required_argument, NULL, O_AUD },
-	{ "jwt-leeway", required_argument, NULL, O_LEEWAY },
-	{ "allowed-origin", required_argument, NULL, O_ORIGIN },
-	{ "reuseport", no_argument, NULL, O_REUSEPORT },
-	{ "ready-fd", required_argument, NULL, O_READY },
-	{ "log-level", required_argument, NULL, O_LOGLEVEL },
-	{ "instance-id", required_argument, NULL, O_INSTANCE },
-	{ "max-message", required_argument, NULL, O_MAXMSG },
-	{ "send-queue-max", required_argument, NULL, O_SENDQ },
-	{ "max-channels", required_argument, NULL, O_MAXCHAN },
-	{ "ping-interval", required_argument, NULL, O_PINGI },
-	{ "ping-timeout", required_argument, NULL, O_PINGT },
-	{ "handshake-timeout", required_argument, NULL, O_HSTMO },
-	{ "shutdown-timeout", required_argument, NULL, O_SHUTTMO },
-	{ "redis-timeout", required_argument, NULL, O_REDISTMO },
-	{ "demo", no_argument, NULL, O_DEMO },
-	{ "help", no_argument, NULL, O_HELP },
-	{ "version", no_argument, NULL, O_VERSION },
-	{ NULL, 0, NULL, 0 },
-};
-
-/* Environment fallback of each option, in the order of the enum. */
-static const char *const envnames[O_LAST - O_LISTEN] = {
-	"NOTIFYD_WS_LISTEN", "NOTIFYD_REDIS_URL", "NOTIFYD_REDIS_PREFIX",
-	"NOTIFYD_JWT_ALG", "NOTIFYD_JWT_SECRET_FILE", "NOTIFYD_JWT_PUBLIC_KEY",
-	"NOTIFYD_JWT_ISSUER", "NOTIFYD_JWT_AUDIENCE", "NOTIFYD_JWT_LEEWAY",
-	"NOTIFYD_WS_ALLOWED_ORIGIN", "NOTIFYD_WS_REUSEPORT", NULL,
-	"NOTIFYD_LOG_LEVEL", "NOTIFYD_WS_INSTANCE_ID", "NOTIFYD_WS_MAX_MESSAGE",
-	"NOTIFYD_WS_SEND_QUEUE_MAX", "NOTIFYD_WS_MAX_CHANNELS",
-	"NOTIFYD_WS_PING_INTERVAL", "NOTIFYD_WS_PING_TIMEOUT",
-	"NOTIFYD_WS_HANDSHAKE_TIMEOUT", "NOTIFYD_WS_SHUTDOWN_TIMEOUT",
-	"NOTIFYD_REDIS_TIMEOUT", "NOTIFYD_WS_DEMO", NULL, NULL,
-};
-
-static const char *const defaults[O_LAST - O_LISTEN] = {
-	"127.0.0.1:8080", NT_DEFAULT_REDIS_URL, "", "HS256", NULL, NULL, NULL,
-	NULL, "30s", NULL, NULL, NULL, "info", NULL, "64k", "1M", "64", "25s",
-	"20s", "10s", "5s", "5s", NULL, NULL, NULL,
-};
-
-#define OPT(o) (val[(o) - O_LISTEN])
+static struct ntws_config cfg;
 
 static int
-die(int code, const char *fmt, const char *a, const char *b)
+opt_redis_url(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen)
 {
-	fprintf(stderr, "notifyd-ws: ");
-	fprintf(stderr, fmt, a, b);
+	return nt_redis_url_parse(value, o->dst, err, errlen);
+}
+
+static int
+opt_prefix(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen)
+{
+	if (nt_prefix_valid(value, err, errlen) != 0)
+		return -1;
+	*(const char **)o->dst = value;
+	return 0;
+}
+
+/* The algorithms nt_jwt verifies; the key file follows from the family. */
+static int
+opt_jwt_alg(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen)
+{
+	static const char *const algs[] = { "HS256", "HS384", "HS512",
+	    "RS256", "RS384", "RS512", "ES256", "ES384", "ES512" };
+	size_t i;
+
+	for (i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
+		if (strcasecmp(value, algs[i]) == 0) {
+			*(const char **)o->dst = algs[i];
+			return 0;
+		}
+	snprintf(err, errlen, "unsupported (use HS256/384/512, RS256/384/512 "
+	    "or ES256/384/512)");
+	return -1;
+}
+
+static int
+opt_log_level(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen)
+{
+	if (nt_log_level_parse(value, o->dst) == 0)
+		return 0;
+	snprintf(err, errlen, "want error, warn, info or debug");
+	return -1;
+}
+
+/* A user id (notifyd(7)): the token subject and the instance id. */
+static int
+opt_user_id(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen)
+{
+	if (nt_user_valid(value, err, errlen) != 0)
+		return -1;
+	*(const char **)o->dst = value;
+	return 0;
+}
+
+static int
+opt_proxies(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen)
+{
+	return nt_proxy_list_parse(value, o->dst, err, errlen);
+}
+
+#define DAY_MS (24LL * 3600 * 1000)
+
+static const struct nt_opt opts[] = {
+	{ "listen", 0, "host:port", "NOTIFYD_WS_LISTEN", "127.0.0.1:8080",
+	  nt_opt_listen, &cfg.listen, 0, 0,
+	  "where to listen; :port means every IPv4 interface" },
+	{ "redis", 0, "url", "NOTIFYD_REDIS_URL", NT_DEFAULT_REDIS_URL,
+	  opt_redis_url, &cfg.redis, 0, 0,
+	  "Redis server: redis://[[user]:password@]host[:port][/db] or "
+	  "unix:///path" },
+	{ "redis-prefix", 0, "prefix", "NOTIFYD_REDIS_PREFIX", "",
+	  opt_prefix, &cfg.prefix, 0, 0,
+	  "prefix of every Redis key and channel (none by default)" },
+	{ "redis-timeout", 0, "duration", "NOTIFYD_REDIS_TIMEOUT", "5s",
+	  nt_opt_seconds, &cfg.redis_timeout, 1, 0,
+	  "deadline to connect to Redis and of the checks of each connection" },
+	{ "jwt-alg", 0, "alg", "NOTIFYD_JWT_ALG", "HS256",
+	  opt_jwt_alg, &opt.jwt_alg, 0, 0,
+	  "the one accepted token algorithm: HS256/384/512, RS256/384/512 or "
+	  "ES256/384/512" },
+	{ "jwt-secret-file", 0, "file", "NOTIFYD_JWT_SECRET_FILE", NULL,
+	  nt_opt_string, &opt.jwt_secret_file, 0, 0,
+	  "shared secret of HS* tokens; one trailing newline is ignored" },
+	{ "jwt-public-key", 0, "file", "NOTIFYD_JWT_PUBLIC_KEY", NULL,
+	  nt_opt_string, &opt.jwt_public_key, 0, 0,
+	  "PEM public key of RS* and ES* tokens" },
+	{ "jwt-issuer", 0, "iss", "NOTIFYD_JWT_ISSUER", NULL,
+	  nt_opt_string, &opt.jwt_issuer, 0, 0,
+	  "required iss claim (not checked when unset)" },
+	{ "jwt-audience", 0, "aud", "NOTIFYD_JWT_AUDIENCE", NULL,
+	  nt_opt_string, &opt.jwt_audience, 0, 0,
+	  "required aud claim (not checked when unset)" },
+	{ "jwt-leeway", 0, "duration", "NOTIFYD_JWT_LEEWAY", "30s",
+	  nt_opt_duration, &opt.jwt_leeway_ms, 0, DAY_MS,
+	  "clock skew allowed for exp and nbf" },
+	{ "allowed-origin", 0, "list", "NOTIFYD_WS_ALLOWED_ORIGIN", NULL,
+	  nt_opt_string, &cfg.allowed_origins, 0, 0,
+	  "comma-separated origins allowed to open a WebSocket and to load "
+	  "the client with CORS (any when unset)" },
+	{ "trusted-proxy", 0, "list", "NOTIFYD_TRUSTED_PROXY", NULL,
+	  opt_proxies, &cfg.trusted_proxies, 0, 0,
+	  "comma-separated addresses or CIDRs of reverse proxies whose "
+	  "X-Forwarded-For names the client (none when unset)" },
+	{ "reuseport", 0, NULL, "NOTIFYD_WS_REUSEPORT", NULL,
+	  nt_opt_switch, &cfg.reuseport, 0, 0,
+	  "set SO_REUSEPORT so that several processes share the port" },
+	{ "demo", 0, NULL, "NOTIFYD_WS_DEMO", NULL,
+	  nt_opt_switch, &cfg.demo, 0, 0,
+	  "serve the demo page at /" },
+	{ "instance-id", 0, "id", "NOTIFYD_WS_INSTANCE_ID", NULL,
+	  opt_user_id, &cfg.instance_id, 0, 0,
+	  "name of this instance in the presence keys (default "
+	  "hostname-pid-random)" },
+	{ "ready-fd", 0, "fd", NULL, NULL,
+	  nt_opt_fd, &cfg.ready_fd, 0, 0,
+	  "write a newline to fd and close it once listening and subscribed" },
+	{ "log-level", 0, "level", "NOTIFYD_LOG_LEVEL", "info",
+	  opt_log_level, &opt.log_level, 0, 0,
+	  "error, warn, info or debug" },
+	{ "max-message", 0, "bytes", "NOTIFYD_WS_MAX_MESSAGE", "64k",
+	  nt_opt_size, &cfg.max_message, 125, 0,
+	  "largest message a client may send" },
+	{ "send-queue-max", 0, "bytes", "NOTIFYD_WS_SEND_QUEUE_MAX", "1M",
+	  nt_opt_size, &cfg.send_queue_max, 1024, 0,
+	  "unsent bytes per connection beyond which it is closed with 1013" },
+	{ "max-channels", 0, "n", "NOTIFYD_WS_MAX_CHANNELS", "64",
+	  nt_opt_int, &cfg.max_channels, 0, 65535,
+	  "channels one connection may subscribe to" },
+	{ "ping-interval", 0, "duration", "NOTIFYD_WS_PING_INTERVAL", "25s",
+	  nt_opt_seconds, &cfg.ping_interval, 1, 0,
+	  "silence after which a connection is pinged" },
+	{ "ping-timeout", 0, "duration", "NOTIFYD_WS_PING_TIMEOUT", "20s",
+	  nt_opt_seconds, &cfg.ping_timeout, 1, 0,
+	  "time to answer a ping before the connection is dropped" },
+	{ "handshake-timeout", 0, "duration", "NOTIFYD_WS_HANDSHAKE_TIMEOUT",
+	  "10s", nt_opt_seconds, &cfg.handshake_timeout, 1, 0,
+	  "time to send a complete request head" },
+	{ "shutdown-timeout", 0, "duration", "NOTIFYD_WS_SHUTDOWN_TIMEOUT",
+	  "5s", nt_opt_seconds, &cfg.shutdown_timeout, 1, 0,
+	  "time to flush and close connections on SIGTERM" },
+	{ "issue-token", 0, "user", NULL, NULL,
+	  opt_user_id, &opt.issue_user, 0, 0,
+	  "print an HS* token for user, signed with the key settings above, "
+	  "and exit without serving" },
+	{ "ttl", 0, "duration", "NOTIFYD_WS_TOKEN_TTL", "1h",
+	  nt_opt_duration, &opt.token_ttl_ms, 1000, 366 * DAY_MS,
+	  "lifetime, in whole seconds, of the token --issue-token prints" },
+};
+
+static const char *origin[NT_OPT_COUNT(opts)];
+
+static const struct nt_opt_spec spec = {
+	PROG,
+	"[--jwt-secret-file file | --jwt-public-key file] [option ...]\n"
+	"--issue-token user [--ttl duration] [--jwt-secret-file file]",
+	"Durations take ms, s, m, h or d (default seconds); sizes k, M or G.\n"
+	"See notifyd-ws(8).\n",
+	opts, NT_OPT_COUNT(opts), origin,
+};
+
+static int
+fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, PROG ": ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 	fputc('\n', stderr);
 	return code;
 }
 
-static int
-seconds(const char *s, double *out)
+/* Where a value came from, by its destination: the flag, or NULL. */
+static const char *
+given_as(const void *dst)
 {
-	uint64_t ms;
+	size_t i;
 
-	if (nt_duration_ms_parse(s, &ms) != 0 || ms == 0)
-		return -1;
-	*out = (double)ms / 1000.0;
-	return 0;
+	for (i = 0; i < NT_OPT_COUNT(opts); i++)
+		if (opts[i].dst == dst)
+			return origin[i];
+	return NULL;
 }
 
 static int
-flag_true(const char *v)
+is_hmac(const char *alg)
 {
-	return v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0 ||
-	    strcmp(v, "yes") == 0);
+	return strncasecmp(alg, "HS", 2) == 0;
 }
 
+/* The JWT settings of the table; 78 when no key is named. */
 static int
-configure(const char **val, struct ntws_config *cfg, struct nt_jwt_config *jc,
-    enum nt_log_level *lvl, char *instance, size_t instlen)
+jwt_config(struct nt_jwt_config *jc)
 {
-	char err[256], host[200];
-	uint64_t n;
-	int i;
-	static const struct { int opt; size_t off; } durations[] = {
-		{ O_PINGI, offsetof(struct ntws_config, ping_interval) },
-		{ O_PINGT, offsetof(struct ntws_config, ping_timeout) },
-		{ O_HSTMO, offsetof(struct ntws_config, handshake_timeout) },
-		{ O_SHUTTMO, offsetof(struct ntws_config, shutdown_timeout) },
-		{ O_REDISTMO, offsetof(struct ntws_config, redis_timeout) },
-	};
-
-	for (i = 0; i < O_LAST - O_LISTEN; i++)
-		val[i] = nt_env_or(val[i], envnames[i], defaults[i]);
-	if (nt_log_level_parse(OPT(O_LOGLEVEL), lvl) != 0)
-		return die(NT_EXIT_USAGE, "--log-level %s: unknown level%s",
-		    OPT(O_LOGLEVEL), "");
-	if (nt_hostport_parse(OPT(O_LISTEN), cfg->listen_host,
-	    sizeof(cfg->listen_host), &cfg->listen_port, err, sizeof(err)) != 0)
-		return die(NT_EXIT_USAGE, "--listen: %s%s", err, "");
-	if (nt_redis_url_parse(OPT(O_REDIS), &cfg->redis, err, sizeof(err)) != 0)
-		return die(NT_EXIT_USAGE, "--redis: %s%s", err, "");
-	if (nt_prefix_valid(OPT(O_PREFIX), err, sizeof(err)) != 0)
-		return die(NT_EXIT_USAGE, "--redis-prefix: %s%s", err, "");
-	cfg->prefix = OPT(O_PREFIX);
-	if (nt_size_parse(OPT(O_MAXMSG), &cfg->max_message) != 0 ||
-	    cfg->max_message < 125)
-		return die(NT_EXIT_USAGE, "--max-message %s: not a size >= 125%s",
-		    OPT(O_MAXMSG), "");
-	if (nt_size_parse(OPT(O_SENDQ), &cfg->send_queue_max) != 0 ||
-	    cfg->send_queue_max < 1024)
-		return die(NT_EXIT_USAGE, "--send-queue-max %s: not a size >= 1k%s",
-		    OPT(O_SENDQ), "");
-	if (nt_u64_parse(OPT(O_MAXCHAN), 0, 65535, &n) != 0)
-		return die(NT_EXIT_USAGE, "--max-channels %s: not 0..65535%s",
-		    OPT(O_MAXCHAN), "");
-	cfg->max_channels = (unsigned)n;
-	for (i = 0; i < (int)(sizeof(durations) / sizeof(durations[0])); i++)
-		if (seconds(OPT(durations[i].opt),
-		    (double *)((char *)cfg + durations[i].off)) != 0)
-			return die(NT_EXIT_USAGE, "--%s %s: not a duration",
-			    longopts[durations[i].opt - O_LISTEN].name,
-			    OPT(durations[i].opt));
-	cfg->allowed_origins = OPT(O_ORIGIN);
-	cfg->reuseport = flag_true(OPT(O_REUSEPORT));
-	cfg->demo = OPT(O_DEMO) != NULL && flag_true(OPT(O_DEMO));
-	if (OPT(O_READY) != NULL) {
-		if (nt_u64_parse(OPT(O_READY), 0, 65535, &n) != 0)
-			return die(NT_EXIT_USAGE, "--ready-fd %s: not a descriptor%s",
-			    OPT(O_READY), "");
-		cfg->ready_fd = (int)n;
-	}
-	if (OPT(O_INSTANCE) != NULL) {
-		if (nt_user_valid(OPT(O_INSTANCE), err, sizeof(err)) != 0)
-			return die(NT_EXIT_USAGE, "--instance-id: %s%s", err, "");
-		snprintf(instance, instlen, "%s", OPT(O_INSTANCE));
-	} else {
-		if (gethostname(host, sizeof(host)) != 0)
-			snprintf(host, sizeof(host), "localhost");
-		host[sizeof(host) - 1] = '\0';
-		srandom((unsigned)time(NULL) ^ (unsigned)getpid());
-		snprintf(instance, instlen, "%s-%ld-%04lx", host, (long)getpid(),
-		    random() & 0xffff);
-	}
-	cfg->instance_id = instance;
-
-	jc->alg = OPT(O_ALG);
-	if (strlen(jc->alg) != 5 || strchr("HhRrEe", jc->alg[0]) == NULL ||
-	    strchr("Ss", jc->alg[1]) == NULL || (strcmp(jc->alg + 2, "256") &&
-	    strcmp(jc->alg + 2, "384") && strcmp(jc->alg + 2, "512")))
-		return die(NT_EXIT_CONFIG, "--jwt-alg %s: unsupported (use "
-		    "HS256/384/512, RS256/384/512 or ES256/384/512)%s",
-		    jc->alg, "");
-	jc->key_file = strncasecmp(jc->alg, "HS", 2) == 0 ? OPT(O_SECRET) :
-	    OPT(O_PUBKEY);
-	jc->issuer = OPT(O_ISS);
-	jc->audience = OPT(O_AUD);
-	{
-		double leeway;
-		uint64_t ms;
-		if (nt_duration_ms_parse(OPT(O_LEEWAY), &ms) != 0)
-			return die(NT_EXIT_USAGE, "--jwt-leeway %s: not a duration%s",
-			    OPT(O_LEEWAY), "");
-		leeway = (double)ms / 1000.0;
-		jc->leeway_s = (long)leeway;
-	}
+	memset(jc, 0, sizeof(*jc));
+	jc->alg = opt.jwt_alg;
+	jc->key_file = is_hmac(opt.jwt_alg) ? opt.jwt_secret_file :
+	    opt.jwt_public_key;
+	jc->issuer = opt.jwt_issuer;
+	jc->audience = opt.jwt_audience;
+	jc->leeway_s = (long)(opt.jwt_leeway_ms / 1000);
 	if (jc->key_file == NULL)
-		return die(NT_EXIT_CONFIG, "no JWT key: %s",
-		    strncasecmp(jc->alg, "HS", 2) == 0 ?
-		    "--jwt-secret-file is required for HS* algorithms" :
-		    "--jwt-public-key is required for RS*/ES* algorithms", "");
+		return fail(NT_EXIT_CONFIG, "no JWT key: %s is required for %s",
+		    nt_opt_where(&spec, is_hmac(opt.jwt_alg) ?
+		    (const void *)&opt.jwt_secret_file :
+		    (const void *)&opt.jwt_public_key), opt.jwt_alg);
 	return 0;
+}
+
+/*
+ * --issue-token: the key is loaded by the verifier, exactly as the
+ * daemon loads it, and the token is signed with that key, so a daemon
+ * started with the same settings accepts it. No Redis, no socket.
+ */
+static int
+issue_token(void)
+{
+	struct nt_jwt_config jc;
+	struct nt_jwt_verifier *v = NULL;
+	char err[512], *token = NULL;
+	int rc;
+
+	if (!is_hmac(opt.jwt_alg))
+		return fail(NT_EXIT_CONFIG, "--issue-token: %s tokens are signed "
+		    "with the private key, and notifyd-ws holds only the public "
+		    "one; sign them where the private key is", opt.jwt_alg);
+	if ((rc = jwt_config(&jc)) != 0)
+		return rc;
+	if (nt_jwt_verifier_new(&jc, &v, err, sizeof(err)) != 0)
+		return fail(NT_EXIT_CONFIG, "JWT key: %s", err);
+	rc = nt_jwt_issue_hs(v, opt.issue_user, time(NULL),
+	    (long)(opt.token_ttl_ms / 1000), &token, err, sizeof(err));
+	nt_jwt_verifier_free(v);
+	if (rc != 0)
+		return fail(NT_EXIT_CONFIG, "--issue-token: %s", err);
+	printf("%s\n", token);
+	free(token);
+	if (fflush(stdout) != 0 || ferror(stdout))
+		return fail(NT_EXIT_SOFTWARE, "cannot write the token");
+	return NT_EXIT_OK;
+}
+
+/* hostname-pid-random: unique enough among the instances of one Redis. */
+static void
+default_instance_id(char *buf, size_t len)
+{
+	char host[200];
+
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+	snprintf(buf, len, "%s-%ld-%04lx", host, (long)getpid(),
+	    random() & 0xffff);
+}
+
+static int
+serve(struct nt_jwt_verifier *jwt)
+{
+	static struct ntws_server srv;
+	struct ev_loop *loop;
+	char err[256];
+
+	signal(SIGPIPE, SIG_IGN);
+	if ((loop = ev_default_loop(EVFLAG_AUTO)) == NULL)
+		return fail(NT_EXIT_SOFTWARE, "cannot start the event loop");
+	if (ntws_server_init(&srv, loop, &cfg, jwt, err, sizeof(err)) != 0) {
+		ntws_server_free(&srv);
+		return fail(NT_EXIT_CONFIG, "%s", err);
+	}
+	ev_run(loop, 0);
+	ntws_server_free(&srv);
+	ev_loop_destroy(loop);
+	nt_log_info("stopped");
+	return NT_EXIT_OK;
 }
 
 int
 main(int argc, char **argv)
 {
-	const char *val[O_LAST - O_LISTEN] = { 0 };
-	static struct ntws_config cfg;
-	static struct ntws_server srv;
 	struct nt_jwt_config jc;
 	struct nt_jwt_verifier *jwt = NULL;
-	enum nt_log_level lvl = NT_LOG_INFO;
-	struct ev_loop *loop;
-	char err[256], instance[256];
-	int ch, rc;
+	char err[512], instance[256];
+	int rc, first_operand;
 
 	cfg.ready_fd = -1;
-	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		if (ch == O_HELP) {
-			usage(stdout);
-			return NT_EXIT_OK;
-		} else if (ch == O_VERSION) {
-			printf("notifyd-ws %s\n", NT_VERSION);
-			return NT_EXIT_OK;
-		} else if (ch == O_REUSEPORT || ch == O_DEMO)
-			val[ch - O_LISTEN] = "1";
-		else if (ch >= O_LISTEN && ch < O_LAST)
-			val[ch - O_LISTEN] = optarg;
-		else {
-			usage(stderr);
-			return NT_EXIT_USAGE;
-		}
-	}
-	if (optind != argc) {
-		usage(stderr);
-		return NT_EXIT_USAGE;
-	}
-	memset(&jc, 0, sizeof(jc));
-	if ((rc = configure(val, &cfg, &jc, &lvl, instance,
-	    sizeof(instance))) != 0)
-		return rc;
-	nt_log_init("notifyd-ws", lvl);
-	if (nt_jwt_verifier_new(&jc, &jwt, err, sizeof(err)) != 0)
-		return die(NT_EXIT_CONFIG, "JWT key: %s%s", err, "");
+	rc = nt_opt_parse(&spec, argc, argv, &first_operand, err, sizeof(err));
+	if (rc == NT_OPT_DONE)
+		return NT_EXIT_OK;
+	if (rc != 0)
+		return fail(rc, "%s", err);
+	if (first_operand < argc)
+		return fail(NT_EXIT_USAGE, "unexpected operand '%s' (see --help)",
+		    argv[first_operand]);
+	/* The variable may be set for everyone; the flag alone is a mistake. */
+	if (opt.issue_user == NULL && given_as(&opt.token_ttl_ms) != NULL &&
+	    strcmp(given_as(&opt.token_ttl_ms), "ttl") == 0)
+		return fail(NT_EXIT_USAGE, "--ttl goes with --issue-token "
+		    "(see --help)");
+	if (opt.issue_user != NULL)
+		return issue_token();
 
-	signal(SIGPIPE, SIG_IGN);
-	if ((loop = ev_default_loop(EVFLAG_AUTO)) == NULL) {
-		nt_jwt_verifier_free(jwt);
-		return die(NT_EXIT_SOFTWARE, "cannot start the event loop%s%s",
-		    "", "");
+	if (cfg.instance_id == NULL) {
+		default_instance_id(instance, sizeof(instance));
+		cfg.instance_id = instance;
 	}
-	if (ntws_server_init(&srv, loop, &cfg, jwt, err, sizeof(err)) != 0) {
-		ntws_server_free(&srv);
-		nt_jwt_verifier_free(jwt);
-		return die(NT_EXIT_CONFIG, "%s%s", err, "");
-	}
-	ev_run(loop, 0);
-	ntws_server_free(&srv);
+	if ((rc = jwt_config(&jc)) != 0)
+		return rc;
+	nt_log_init(PROG, opt.log_level);
+	if (nt_jwt_verifier_new(&jc, &jwt, err, sizeof(err)) != 0)
+		return fail(NT_EXIT_CONFIG, "JWT key: %s", err);
+	rc = serve(jwt);
 	nt_jwt_verifier_free(jwt);
-	ev_loop_destroy(loop);
-	nt_log_info("stopped");
-	return NT_EXIT_OK;
+	return rc;
 }

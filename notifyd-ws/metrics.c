@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nt_procstat.h"
 #include "ws.h"
 
 /* Upper bounds (seconds) of the delivery latency histogram. */
@@ -73,6 +74,39 @@ out_printf(struct out *o, const char *fmt, ...)
 		o->buf = nb;
 		o->cap = o->cap * 2 + (size_t)n;
 	}
+}
+
+/*
+ * The standard process_* series and notifyd_build_info. Left out, not
+ * made up, when /proc cannot be read.
+ */
+static void
+out_procstat(struct out *o)
+{
+	struct nt_procstat ps;
+	size_t room;
+	char *nb;
+	int n;
+
+	if (o->failed || nt_procstat_read(&ps) != 0)
+		return;
+	room = o->cap - o->len;
+	n = nt_procstat_format(&ps, "notifyd-ws", o->buf + o->len, room);
+	if (n >= 0 && (size_t)n >= room) {
+		if ((nb = realloc(o->buf, o->len + (size_t)n + 1)) == NULL) {
+			o->failed = 1;
+			return;
+		}
+		o->buf = nb;
+		o->cap = o->len + (size_t)n + 1;
+		n = nt_procstat_format(&ps, "notifyd-ws", o->buf + o->len,
+		    o->cap - o->len);
+	}
+	if (n < 0) {
+		o->failed = 1;
+		return;
+	}
+	o->len += (size_t)n;
 }
 
 static void
@@ -155,6 +189,7 @@ ntws_metrics_render(const struct ntws_server *s, size_t *len)
 	    " %llu\nnotifyd_ws_delivery_latency_seconds_sum %.9g\n"
 	    "notifyd_ws_delivery_latency_seconds_count %llu\n",
 	    (unsigned long long)cum, m->lat_sum, (unsigned long long)m->lat_n);
+	out_procstat(&o);
 	if (o.failed) {
 		free(o.buf);
 		return NULL;

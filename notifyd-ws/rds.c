@@ -284,6 +284,18 @@ ntws_redis_healthy(const struct ntws_server *s)
 	return s->r.cmd_ready && s->r.sub_ready;
 }
 
+int
+ntws_redis_sub_up(const struct ntws_server *s)
+{
+	return s->r.sub_ready;
+}
+
+int
+ntws_redis_cmd_up(const struct ntws_server *s)
+{
+	return s->r.cmd_ready;
+}
+
 /* ---- connection state ---- */
 
 static void

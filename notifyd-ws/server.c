@@ -52,10 +52,14 @@ static void
 accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct ntws_server *s = w->data;
+	struct sockaddr_storage peer;
+	socklen_t peerlen;
 	int i, fd, one = 1;
 
 	for (i = 0; i < ACCEPT_BATCH; i++) {
-		fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		peerlen = sizeof(peer);
+		fd = accept4(s->lfd, (struct sockaddr *)&peer, &peerlen,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			    errno == ENOMEM) {
@@ -72,7 +76,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		s->accept_paused_logged = 0;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		ntws_conn_accept(s, fd);
+		ntws_conn_accept(s, fd, (struct sockaddr *)&peer);
 	}
 }
 
@@ -163,8 +167,8 @@ ntws_server_maybe_ready(struct ntws_server *s)
 	if (s->ready_sent || s->lfd < 0 || !ntws_redis_healthy(s))
 		return;
 	s->ready_sent = 1;
-	nt_log_info("ready: listening on %s:%d", s->cfg->listen_host,
-	    s->cfg->listen_port);
+	nt_log_info("ready: listening on %s:%d", s->cfg->listen.host,
+	    s->cfg->listen.port);
 	if (s->cfg->ready_fd >= 0) {
 		if (write(s->cfg->ready_fd, "\n", 1) != 1)
 			nt_log_warn("--ready-fd: %s", strerror(errno));
@@ -200,11 +204,11 @@ listen_on(const struct ntws_config *cfg, char *err, size_t errlen)
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	snprintf(port, sizeof(port), "%d", cfg->listen_port);
-	rc = getaddrinfo(cfg->listen_host[0] ? cfg->listen_host : NULL, port,
+	snprintf(port, sizeof(port), "%d", cfg->listen.port);
+	rc = getaddrinfo(cfg->listen.host[0] ? cfg->listen.host : NULL, port,
 	    &hints, &res);
 	if (rc != 0) {
-		snprintf(err, errlen, "--listen %s: %s", cfg->listen_host,
+		snprintf(err, errlen, "--listen %s: %s", cfg->listen.host,
 		    gai_strerror(rc));
 		return -1;
 	}
@@ -225,8 +229,8 @@ listen_on(const struct ntws_config *cfg, char *err, size_t errlen)
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
 		    listen(fd, 4096) == 0)
 			break;
-		snprintf(err, errlen, "listen on %s:%d: %s", cfg->listen_host,
-		    cfg->listen_port, strerror(errno));
+		snprintf(err, errlen, "listen on %s:%d: %s", cfg->listen.host,
+		    cfg->listen.port, strerror(errno));
 		close(fd);
 		fd = -1;
 	}
@@ -269,8 +273,8 @@ ntws_server_init(struct ntws_server *s, struct ev_loop *loop,
 	ev_signal_start(loop, &s->sigterm);
 	ev_signal_start(loop, &s->sigint);
 	ev_signal_start(loop, &s->sighup);
-	nt_log_info("listening on %s:%d (instance %s)", cfg->listen_host,
-	    cfg->listen_port, cfg->instance_id);
+	nt_log_info("listening on %s:%d (instance %s)", cfg->listen.host,
+	    cfg->listen.port, cfg->instance_id);
 	ntws_redis_start(s);
 	return 0;
 }

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <ev.h>
 #include <hiredis/async.h>
 #include <wslay/wslay.h>
@@ -15,6 +16,8 @@
 #include "nt_config.h"
 #include "nt_jwt.h"
 #include "nt_msg.h"
+#include "nt_opt.h"
+#include "nt_proxy.h"
 #include "nt_redis.h"
 
 struct ntws_server;
@@ -22,17 +25,17 @@ struct ntws_server;
 /* ---- configuration (main.c fills it from flags and environment) ---- */
 
 struct ntws_config {
-	char                 listen_host[256];
-	int                  listen_port;
+	struct nt_opt_listen listen;
 	struct nt_redis_url  redis;
 	const char          *prefix;
 	const char          *instance_id;
 	const char          *allowed_origins;  /* NULL: any */
+	struct nt_proxy_list trusted_proxies;  /* may set X-Forwarded-For */
 	int                  reuseport;
 	int                  demo;
 	size_t               max_message;
 	size_t               send_queue_max;
-	unsigned             max_channels;
+	long long            max_channels;
 	double               ping_interval;    /* seconds */
 	double               ping_timeout;
 	double               handshake_timeout;
@@ -119,13 +122,19 @@ struct ntws_conn {
 	uint8_t             eof;            /* the peer closed or failed */
 	uint8_t             flush_queued;   /* in srv->flushq */
 	uint8_t             in_wslay;       /* inside wslay_event_recv */
+	uint8_t             peer_family;    /* of peer_addr: AF_INET(6) or 0 */
 	uint16_t            close_code;
 	uint16_t            nchannels;
+	uint16_t            peer_port;      /* 0: not known (behind a proxy) */
 	uint32_t            redis_pending;  /* replies that will name us */
 	uint32_t            replay_gen;
 	uint64_t            serial;
 	ev_tstamp           last_rx;
 	ev_tstamp           ping_sent;
+	ev_tstamp           authed_at;      /* for the disconnect log line */
+	/* The client for logs: the TCP peer, or the client that a trusted
+	 * proxy names. Binary: text would cost 30 bytes more per connection. */
+	uint8_t             peer_addr[16];
 
 	/* Inbound bytes not yet given to wslay (the request's tail). */
 	char               *inbuf;
@@ -232,6 +241,9 @@ struct ntws_redis {
 void ntws_redis_start(struct ntws_server *s);
 void ntws_redis_stop(struct ntws_server *s);
 int  ntws_redis_healthy(const struct ntws_server *s);
+/* Each connection on its own: subscribed, and the command one ready. */
+int  ntws_redis_sub_up(const struct ntws_server *s);
+int  ntws_redis_cmd_up(const struct ntws_server *s);
 /* Both connections up: replays may start. */
 int  ntws_redis_can_replay(const struct ntws_server *s);
 void ntws_redis_hgetall(struct ntws_server *s, struct ntws_conn *c);
@@ -292,13 +304,21 @@ size_t ntws_user_hash(const char *name);
 int  ntws_conn_push(struct ntws_conn *c, struct ntws_buf *b);
 void ntws_conn_flush_now(struct ntws_conn *c);
 void ntws_conn_timer_in(struct ntws_conn *c, double after);
-/* "addr:port" of the peer into buf, for logs. */
+/* "addr:port" of the peer (or "addr" of the client behind a trusted
+ * proxy) into buf, for logs; returns buf. */
 const char *ntws_conn_peer(const struct ntws_conn *c, char *buf, size_t len);
+/* The address alone, as text ("?" when unknown); returns buf. */
+const char *ntws_conn_addr(const struct ntws_conn *c, char *buf, size_t len);
+/* The client is the textual address addr, as a trusted proxy said; no
+ * port. Ignored when addr does not parse. */
+void ntws_conn_set_client(struct ntws_conn *c, const char *addr);
 /* Register an authenticated connection under its user (presence). */
 void ntws_conn_attach_user(struct ntws_conn *c, const char *name);
 /* Give the bytes that arrived (and arrive) to the WebSocket parser. */
 void ntws_conn_ws_read(struct ntws_conn *c);
-void ntws_conn_accept(struct ntws_server *s, int fd);
+/* A new socket fd from peer (copied). */
+void ntws_conn_accept(struct ntws_server *s, int fd,
+    const struct sockaddr *peer);
 void ntws_conn_enqueue(struct ntws_conn *c, struct ntws_buf *b);
 void ntws_conn_send_text(struct ntws_conn *c, const char *json, size_t len);
 void ntws_conn_close(struct ntws_conn *c, uint16_t code, const char *reason);

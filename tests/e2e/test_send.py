@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import bin_path, free_port, run
-from cliutil import Subscriber, info_stat, man_flags
+from cliutil import Subscriber, info_stat, man_flags, numsub, wait_until
 
 WEEK = 7 * 24 * 3600
 CONTENT = "通知 ✓ émoji 🎉"
@@ -76,6 +76,7 @@ def test_targeted_message_is_stored_with_a_week_ttl(redis):
     (("--ttl", "1h"), 3600),
     (("--ttl", "90m"), 5400),
     (("--ttl", "45"), 45),
+    (("--ttl", "366d"), 366 * 24 * 3600),
 ])
 def test_ttl_flag_is_honoured(redis, how, expect):
     p = send(redis, "-u", "bob", *how, "x")
@@ -132,13 +133,43 @@ def test_no_message_and_a_terminal_is_a_usage_error(redis):
     assert redis.cli("DBSIZE").strip() == "0"
 
 
-def test_verbose_reports_id_and_receivers(redis, daemons):
-    daemons("notify-tail", "--redis", redis.url)
+def start_ws(daemons, redis, tmp_path, instance):
+    secret = tmp_path / "jwt.secret"
+    secret.write_text("send-e2e-secret-not-for-production\n")
+    daemons("notifyd-ws", "--listen", f"127.0.0.1:{free_port()}", "--redis",
+            redis.url, "--jwt-secret-file", str(secret), "--instance-id",
+            instance)
+
+
+def test_verbose_counts_subscribed_instances_not_users(redis, daemons,
+                                                       tmp_path):
+    # PUBLISH answers how many subscribers the channel has: each
+    # notifyd-ws instance is one, however many users it holds.
+    start_ws(daemons, redis, tmp_path, "ws-1")
+    start_ws(daemons, redis, tmp_path, "ws-2")
+    wait_until(lambda: numsub(redis, "notifications") == 2, 10,
+               "both instances to subscribe")
     p = send(redis, "-v", "-u", "alice", "--json", "hi")
-    assert p.returncode == 0
+    assert p.returncode == 0, p.stderr
     msg = json.loads(p.stdout)
-    err = p.stderr.decode()
-    assert msg["id"] in err and "(1 receivers)" in err
+    assert p.stderr.decode() == (f"notify-send: sent {msg['id']} to alice "
+                                 "(stored; live on 2 subscribed instances)\n")
+
+
+def test_verbose_broadcast_and_singular(redis, daemons):
+    p = send(redis, "-v", "-b", "--json", "nobody listens")
+    assert p.returncode == 0, p.stderr
+    msg = json.loads(p.stdout)
+    assert p.stderr.decode() == (
+        f"notify-send: sent {msg['id']} to everyone (broadcast, not stored; "
+        "live on 0 subscribed instances)\n")
+    daemons("notify-tail", "--redis", redis.url)
+    p = send(redis, "-v", "-b", "-c", "ops", "--json", "one listens")
+    assert p.returncode == 0, p.stderr
+    msg = json.loads(p.stdout)
+    assert p.stderr.decode() == (
+        f"notify-send: sent {msg['id']} to channel ops (broadcast, not "
+        "stored; live on 1 subscribed instance)\n")
 
 
 def test_batch_of_10000_uses_one_connection(redis):
@@ -232,9 +263,12 @@ BAD_INPUTS = [
     (["--bogus", "-u", "a", "x"], None, None, 64, "--bogus"),
     (["-u"], None, None, 64, "-u"),
     (["--batch", "-u", "a"], "", None, 64, "--batch"),
-    (["-u", "a", "--ttl", "soon", "x"], None, None, 64, "TTL"),
-    (["-u", "a", "--ttl", "0", "x"], None, None, 64, "TTL"),
-    (["-u", "a", "--max-content", "lots", "x"], None, None, 64, "limit"),
+    (["-u", "a", "--ttl", "soon", "x"], None, None, 78, "--ttl 'soon'"),
+    (["-u", "a", "--ttl", "0", "x"], None, None, 78, "--ttl '0'"),
+    (["-u", "a", "--ttl", "367d", "x"], None, None, 78, "--ttl '367d'"),
+    (["-u", "a", "--max-content", "lots", "x"], None, None, 78,
+     "--max-content 'lots'"),
+    (["-q", "-v", "-u", "a", "x"], None, None, 64, "exclude"),
     (["-u", "a", "-d", "[1, 2]", "x"], None, None, 65, "object"),
     (["-u", "a", "-d", "{nope", "x"], None, None, 65, "JSON"),
     (["-u", "a", "-d", '"str"', "x"], None, None, 65, "object"),
@@ -257,8 +291,10 @@ BAD_INPUTS = [
      "prefix"),
     (["-u", "a", "x"], None, {"NOTIFYD_REDIS_PREFIX": "no spaces"}, 78,
      "prefix"),
-    (["-u", "a", "x"], None, {"NOTIFYD_OFFLINE_TTL": "forever"}, 78, "TTL"),
-    (["-u", "a", "x"], None, {"NOTIFYD_MAX_CONTENT": "-1"}, 78, "limit"),
+    (["-u", "a", "x"], None, {"NOTIFYD_OFFLINE_TTL": "forever"}, 78,
+     "NOTIFYD_OFFLINE_TTL='forever'"),
+    (["-u", "a", "x"], None, {"NOTIFYD_MAX_CONTENT": "-1"}, 78,
+     "NOTIFYD_MAX_CONTENT='-1'"),
 ]
 
 

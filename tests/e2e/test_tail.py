@@ -334,13 +334,15 @@ def test_write_error_epipe_exits_quietly(redis):
         "notify-tail: subscribed to notifications\n"
 
 
+# notifyd(7): 64 when the command line cannot be read, 78 when a value
+# does not parse.
 @pytest.mark.parametrize("args,code", [
-    (["-n", "0"], 64),
-    (["-n", "many"], 64),
+    (["-n", "0"], 78),
+    (["-n", "many"], 78),
     (["--bogus"], 64),
     (["stray"], 64),
-    (["--ping-interval", "1ms"], 64),
-    (["--ready-fd", "99"], 64),
+    (["--ping-interval", "1ms"], 78),
+    (["--ready-fd", "99"], 78),
     (["--redis", "http://x"], 78),
     (["--redis-prefix", "a b"], 78),
 ])

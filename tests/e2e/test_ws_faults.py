@@ -489,14 +489,28 @@ def test_environment_fallbacks_configure_the_daemon(redis, daemons, keys):
 
 
 def test_usage_errors_exit_64_with_a_reason(redis, keys):
-    for args in (["--listen", "nonsense"], ["--ping-interval", "soon"],
-                 ["--max-message", "lots"], ["--no-such-flag"],
-                 ["--redis", "http://x"]):
+    """A command line that cannot be read: exit 64 (notifyd(7))."""
+    for args in (["--no-such-flag"], ["stray-operand"], ["--listen"],
+                 ["--ttl", "1h"]):
         p = subprocess.run([bin_path("notifyd-ws"), "--jwt-secret-file",
                             keys.secret_file, *args], capture_output=True,
                            timeout=10)
         assert p.returncode == 64, (args, p.stderr)
-        assert p.stderr.strip(), args
+        assert len(p.stderr.decode().strip().splitlines()) == 1, args
+
+
+def test_bad_values_exit_78_naming_the_flag(redis, keys):
+    """A value that does not parse is a configuration error, exit 78, with
+    one line naming the flag and the value."""
+    for args in (["--listen", "nonsense"], ["--ping-interval", "soon"],
+                 ["--max-message", "lots"], ["--redis", "http://x"]):
+        p = subprocess.run([bin_path("notifyd-ws"), "--jwt-secret-file",
+                            keys.secret_file, *args], capture_output=True,
+                           timeout=10)
+        err = p.stderr.decode().strip()
+        assert p.returncode == 78, (args, err)
+        assert len(err.splitlines()) == 1, err
+        assert f"{args[0]} '{args[1]}'" in err, err
 
 
 def test_redis_password_and_database_from_the_url(redis, daemons, keys):

@@ -161,44 +161,57 @@ sizes_and_durations(void **state)
 }
 
 static void
-env_fallback(void **state)
+url_format_masks_the_password(void **state)
 {
-	unsetenv("NT_TEST_VAR");
-	assert_string_equal(nt_env_or(NULL, "NT_TEST_VAR", "dflt"), "dflt");
-	setenv("NT_TEST_VAR", "", 1);
-	assert_string_equal(nt_env_or(NULL, "NT_TEST_VAR", "dflt"), "dflt");
-	setenv("NT_TEST_VAR", "env", 1);
-	assert_string_equal(nt_env_or(NULL, "NT_TEST_VAR", "dflt"), "env");
-	assert_string_equal(nt_env_or("flag", "NT_TEST_VAR", "dflt"), "flag");
-	unsetenv("NT_TEST_VAR");
+	struct nt_redis_url u;
+	char err[256], buf[600];
+
+	assert_int_equal(nt_redis_url_parse("redis://localhost", &u, err, sizeof(err)), 0);
+	assert_string_equal(nt_redis_url_format(&u, buf, sizeof(buf)),
+	    "redis://localhost:6379");
+	assert_int_equal(nt_redis_url_parse("redis://:s3cret@h:7000/2", &u, err, sizeof(err)), 0);
+	assert_string_equal(nt_redis_url_format(&u, buf, sizeof(buf)),
+	    "redis://:***@h:7000/2");
+	assert_int_equal(nt_redis_url_parse("redis://s3cret@h", &u, err, sizeof(err)), 0);
+	assert_string_equal(nt_redis_url_format(&u, buf, sizeof(buf)),
+	    "redis://:***@h:6379");
+	assert_int_equal(nt_redis_url_parse("redis://bob:p%40ss@[::1]:6380", &u, err, sizeof(err)), 0);
+	assert_string_equal(nt_redis_url_format(&u, buf, sizeof(buf)),
+	    "redis://bob:***@[::1]:6380");
+	/* A user name without a password sends no AUTH: not shown. */
+	assert_int_equal(nt_redis_url_parse("redis://bob:@h", &u, err, sizeof(err)), 0);
+	assert_string_equal(nt_redis_url_format(&u, buf, sizeof(buf)),
+	    "redis://h:6379");
+	assert_int_equal(nt_redis_url_parse("unix:///run/r.sock?db=3", &u, err, sizeof(err)), 0);
+	assert_string_equal(nt_redis_url_format(&u, buf, sizeof(buf)),
+	    "unix:///run/r.sock?db=3");
+	assert_int_equal(nt_redis_url_parse("unix:///run/r.sock", &u, err, sizeof(err)), 0);
+	assert_string_equal(nt_redis_url_format(&u, buf, sizeof(buf)),
+	    "unix:///run/r.sock");
+	/* Cut, never overrun. */
+	assert_string_equal(nt_redis_url_format(&u, buf, 8), "unix://");
 }
 
 static void
-redis_settings(void **state)
+url_mask_password_in_any_text(void **state)
 {
-	struct nt_redis_url u;
-	const char *prefix;
-	char err[256];
+	char buf[128];
 
-	unsetenv("NOTIFYD_REDIS_URL");
-	unsetenv("NOTIFYD_REDIS_PREFIX");
-	assert_int_equal(nt_redis_settings(NULL, NULL, &u, &prefix, err, sizeof(err)), 0);
-	assert_string_equal(u.host, "127.0.0.1");
-	assert_string_equal(prefix, "");
-	setenv("NOTIFYD_REDIS_URL", "redis://envhost:7000", 1);
-	setenv("NOTIFYD_REDIS_PREFIX", "app:", 1);
-	assert_int_equal(nt_redis_settings(NULL, NULL, &u, &prefix, err, sizeof(err)), 0);
-	assert_string_equal(u.host, "envhost");
-	assert_string_equal(prefix, "app:");
-	/* Flags win over the environment. */
-	assert_int_equal(nt_redis_settings("redis://flag", "f:", &u, &prefix, err, sizeof(err)), 0);
-	assert_string_equal(u.host, "flag");
-	assert_string_equal(prefix, "f:");
-	assert_int_equal(nt_redis_settings(NULL, "bad prefix", &u, &prefix, err, sizeof(err)), -1);
-	assert_non_null(strstr(err, "prefix"));
-	assert_int_equal(nt_redis_settings("http://x", NULL, &u, &prefix, err, sizeof(err)), -1);
-	unsetenv("NOTIFYD_REDIS_URL");
-	unsetenv("NOTIFYD_REDIS_PREFIX");
+	assert_string_equal(nt_url_mask_password("redis://u:pw@h:1/0", buf,
+	    sizeof(buf)), "redis://u:***@h:1/0");
+	assert_string_equal(nt_url_mask_password("redis://:pw@h", buf,
+	    sizeof(buf)), "redis://:***@h");
+	assert_string_equal(nt_url_mask_password("redis://pw@h", buf,
+	    sizeof(buf)), "redis://***@h");
+	/* '@' and '/' in an unescaped password: the last '@' ends it. */
+	assert_string_equal(nt_url_mask_password("redis://:p@s/s@h:99999", buf,
+	    sizeof(buf)), "redis://:***@h:99999");
+	assert_string_equal(nt_url_mask_password("redis://h:6379", buf,
+	    sizeof(buf)), "redis://h:6379");
+	assert_string_equal(nt_url_mask_password("7d", buf, sizeof(buf)), "7d");
+	assert_string_equal(nt_url_mask_password("a@b", buf, sizeof(buf)), "a@b");
+	assert_string_equal(nt_url_mask_password("redis://:pw@h", buf, 6),
+	    "redis");
 }
 
 static void
@@ -245,8 +258,8 @@ main(void)
 		cmocka_unit_test(percent_decode),
 		cmocka_unit_test(hostport),
 		cmocka_unit_test(sizes_and_durations),
-		cmocka_unit_test(env_fallback),
-		cmocka_unit_test(redis_settings),
+		cmocka_unit_test(url_format_masks_the_password),
+		cmocka_unit_test(url_mask_password_in_any_text),
 		cmocka_unit_test(prefix_rules),
 		cmocka_unit_test(file_read),
 	};

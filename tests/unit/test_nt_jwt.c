@@ -637,6 +637,70 @@ reload_switches_key_and_keeps_old_on_failure(void **state)
 	nt_jwt_verifier_free(v);
 }
 
+/*
+ * A token minted with the verifier's own secret (read from a file with a
+ * trailing newline, as `echo secret > file` leaves) carries sub, iat,
+ * exp = iat + ttl, iss and aud, and passes the verifier until exp.
+ */
+static void
+issued_token_round_trips(void **state)
+{
+	struct nt_jwt_verifier *v = hs_verifier("s3cret\n", 0, "me", "them");
+	struct nt_jwt_verifier *bare = hs_verifier("s3cret", 0, "me", "them");
+	struct nt_jwt_verifier *other = hs_verifier("other\n", 0, "me", "them");
+	char user[NT_USER_MAX + 1], err[256], *tok = NULL;
+	json_t *c = NULL;
+
+	if (nt_jwt_issue_hs(v, "alice@example.com", now, 3600, &tok, err,
+	    sizeof(err)) != 0)
+		fail_msg("issue: %s", err);
+	assert_int_equal(nt_jwt_verify_claims(v, tok, now, user, &c, err,
+	    sizeof(err)), 0);
+	assert_string_equal(user, "alice@example.com");
+	assert_int_equal(json_integer_value(json_object_get(c, "iat")), now);
+	assert_int_equal(json_integer_value(json_object_get(c, "exp")),
+	    now + 3600);
+	assert_string_equal(json_string_value(json_object_get(c, "iss")), "me");
+	assert_string_equal(json_string_value(json_object_get(c, "aud")), "them");
+	json_decref(c);
+	/* The newline was not signed with: a verifier of the bare secret agrees. */
+	expect(bare, tok, "alice@example.com", NULL);
+	expect(other, tok, NULL, "signature");
+	assert_int_equal(nt_jwt_verify(v, tok, now + 3599, user, err,
+	    sizeof(err)), 0);
+	assert_int_equal(nt_jwt_verify(v, tok, now + 3600, user, err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "expired"));
+	free(tok);
+	nt_jwt_verifier_free(v);
+	nt_jwt_verifier_free(bare);
+	nt_jwt_verifier_free(other);
+}
+
+/* Only an HMAC secret signs; a bad user id or lifetime mints nothing. */
+static void
+issue_refuses_public_keys_and_bad_input(void **state)
+{
+	struct nt_jwt_config cfg = { "RS256", rsa_pub, NULL, NULL, 30 };
+	struct nt_jwt_verifier *rs = NULL, *v = hs_verifier("s3cret", 30,
+	    NULL, NULL);
+	char err[256], *tok = NULL;
+
+	assert_int_equal(nt_jwt_verifier_new(&cfg, &rs, err, sizeof(err)), 0);
+	assert_int_equal(nt_jwt_issue_hs(rs, "alice", now, 60, &tok, err,
+	    sizeof(err)), -1);
+	assert_null(tok);
+	assert_non_null(strstr(err, "private key"));
+	assert_int_equal(nt_jwt_issue_hs(v, "bad user", now, 60, &tok, err,
+	    sizeof(err)), -1);
+	assert_null(tok);
+	assert_int_equal(nt_jwt_issue_hs(v, "alice", now, 0, &tok, err,
+	    sizeof(err)), -1);
+	assert_null(tok);
+	nt_jwt_verifier_free(rs);
+	nt_jwt_verifier_free(v);
+}
+
 int
 main(void)
 {
@@ -660,6 +724,8 @@ main(void)
 		cmocka_unit_test(bad_configs_refused),
 		cmocka_unit_test(secret_file_trailing_newline_stripped),
 		cmocka_unit_test(reload_switches_key_and_keeps_old_on_failure),
+		cmocka_unit_test(issued_token_round_trips),
+		cmocka_unit_test(issue_refuses_public_keys_and_bad_input),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

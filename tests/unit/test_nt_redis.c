@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -45,6 +46,72 @@ lua_uses_contract_names(void **state)
 	assert_non_null(strstr(nt_lua_send_targeted, "PUBLISH"));
 }
 
+/* The shared --redis/--redis-prefix table entries, through nt_opt_parse. */
+static struct nt_redis_url opt_url;
+static const char *opt_prefix;
+static const struct nt_opt redis_opts[] = {
+	NT_REDIS_OPT_URL(&opt_url),
+	NT_REDIS_OPT_PREFIX(&opt_prefix),
+};
+static const struct nt_opt_spec redis_spec = {
+	.prog = "test", .synopsis = "", .opts = redis_opts,
+	.nopts = NT_OPT_COUNT(redis_opts),
+};
+
+static int
+parse_args(int argc, char **argv, char *err, size_t errlen)
+{
+	int first;
+
+	return nt_opt_parse(&redis_spec, argc, argv, &first, err, errlen);
+}
+
+static void
+redis_opts_defaults_flags_and_environment(void **state)
+{
+	char err[512];
+	char *none[] = { "test", NULL };
+	char *flags[] = { "test", "--redis", "unix:///run/r.sock?db=2",
+	    "--redis-prefix", "app:", NULL };
+
+	unsetenv("NOTIFYD_REDIS_URL");
+	unsetenv("NOTIFYD_REDIS_PREFIX");
+	assert_int_equal(parse_args(1, none, err, sizeof(err)), 0);
+	assert_string_equal(opt_url.host, "127.0.0.1");
+	assert_int_equal(opt_url.port, 6379);
+	assert_string_equal(opt_prefix, "");
+
+	setenv("NOTIFYD_REDIS_URL", "redis://envhost:7000", 1);
+	setenv("NOTIFYD_REDIS_PREFIX", "env:", 1);
+	assert_int_equal(parse_args(1, none, err, sizeof(err)), 0);
+	assert_string_equal(opt_url.host, "envhost");
+	assert_string_equal(opt_prefix, "env:");
+	assert_int_equal(parse_args(5, flags, err, sizeof(err)), 0);
+	assert_int_equal(opt_url.is_unix, 1);
+	assert_int_equal(opt_url.db, 2);
+	assert_string_equal(opt_prefix, "app:");
+	unsetenv("NOTIFYD_REDIS_URL");
+	unsetenv("NOTIFYD_REDIS_PREFIX");
+}
+
+static void
+redis_opts_bad_values_are_config_errors(void **state)
+{
+	char err[512];
+	char *none[] = { "test", NULL };
+	char *bad_url[] = { "test", "--redis", "http://x", NULL };
+
+	unsetenv("NOTIFYD_REDIS_URL");
+	unsetenv("NOTIFYD_REDIS_PREFIX");
+	assert_int_equal(parse_args(3, bad_url, err, sizeof(err)), 78);
+	assert_true(strncmp(err, "--redis 'http://x': bad redis URL", 33) == 0);
+	setenv("NOTIFYD_REDIS_PREFIX", "a b", 1);
+	assert_int_equal(parse_args(1, none, err, sizeof(err)), 78);
+	assert_true(strncmp(err, "NOTIFYD_REDIS_PREFIX='a b': redis prefix", 40)
+	    == 0);
+	unsetenv("NOTIFYD_REDIS_PREFIX");
+}
+
 int
 main(void)
 {
@@ -52,6 +119,8 @@ main(void)
 		cmocka_unit_test(key_names),
 		cmocka_unit_test(key_too_long),
 		cmocka_unit_test(lua_uses_contract_names),
+		cmocka_unit_test(redis_opts_defaults_flags_and_environment),
+		cmocka_unit_test(redis_opts_bad_values_are_config_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

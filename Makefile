@@ -9,6 +9,7 @@
 #   make check      the tests once more under ASan+UBSan
 #   make bench      benchmarks (figures, not pass/fail)
 #   make valgrind   end-to-end suites with every program under memcheck
+#   make soak       the delivery fault tests, the randomized one for SOAK_SECONDS (600)
 #   make fuzz       libFuzzer runs of the parsers (installs clang)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make SANITIZER=address|undefined|address,undefined ...
@@ -119,9 +120,8 @@ deps-run:
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
-# fuzz_handshake #includes notifyd-ws/handshake.c for its static helpers.
-$(BUILD)/fuzz/fuzz_handshake: $(filter-out %/main.o %/handshake.o,$(notifyd-ws_OBJS)) \
-	$(BUILD)/build/web_assets.o
+# fuzz_handshake links the request parser and the handshake checks beside it.
+$(BUILD)/fuzz/fuzz_handshake: $(BUILD)/notifyd-ws/http.o $(BUILD)/notifyd-ws/sha1.o
 $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIBNT)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Inotifyd-ws $(ALL_LDFLAGS) -o $@ \
@@ -166,6 +166,14 @@ VALGRIND_TESTS ?= tests/e2e/test_send.py tests/e2e/test_tail.py \
 valgrind: all
 	sh tools/valgrind-wrap.sh
 	NOTIFYD_BIN=$(CURDIR)/build/valgrind/bin $(PYTHON) -m pytest -q $(VALGRIND_TESTS) $(PYTEST_ARGS)
+
+# The delivery fault tests, test_randomized_faults for SOAK_SECONDS
+# instead of 20 s; its seed is printed (NOTIFYD_FAULT_SEED=S replays it).
+SOAK_SECONDS ?= 600
+.PHONY: soak
+soak: all
+	NOTIFYD_BIN=$(CURDIR)/bin NOTIFYD_SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) -m pytest -q -s \
+		tests/e2e/test_delivery_faults.py $(PYTEST_ARGS)
 
 .PHONY: clean-bin valgrind
 clean-bin:

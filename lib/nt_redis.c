@@ -10,18 +10,6 @@
 #define SET_ERR(...) do { if (err) snprintf(err, errlen, __VA_ARGS__); } while (0)
 
 /*
- * Store and publish in one step, so that a message is never published
- * without being stored (a subscriber that misses it finds it offline),
- * nor stored after its publish could have been seen. If HSET fails (OOM)
- * the script stops there and nothing is published.
- * KEYS: offline key, channel. ARGV: id, json, ttl seconds.
- */
-const char nt_lua_send_targeted[] =
-    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
-    "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-    "return redis.call('PUBLISH', KEYS[2], ARGV[2])\n";
-
-/*
  * Distinct users over the instances whose lease is alive. An instance
  * whose set has expired is dropped from the registry on the way.
  * KEYS: registry. ARGV: key prefix.
@@ -62,12 +50,6 @@ int
 nt_key_channel(char *buf, size_t len, const char *prefix)
 {
 	return key_fmt(buf, len, "%snotifications", prefix);
-}
-
-int
-nt_key_offline(char *buf, size_t len, const char *prefix, const char *user)
-{
-	return key_fmt(buf, len, "%soffline:%s", prefix, user);
 }
 
 int
@@ -282,59 +264,6 @@ nt_redis_opt_prefix(const struct nt_opt *o, const char *value, char *err,
 		return -1;
 	*(const char **)o->dst = value;
 	return 0;
-}
-
-int
-nt_redis_send_append(redisContext *c, const struct nt_store *st,
-    const char *user, const char *id, const char *json, size_t len)
-{
-	char chan[NT_KEY_MAX], off[NT_KEY_MAX], ttl[24];
-
-	if (nt_key_channel(chan, sizeof(chan), st->prefix) < 0)
-		return -1;
-	if (user == NULL)
-		return redisAppendCommand(c, "PUBLISH %s %b", chan, json, len) ==
-		    REDIS_OK ? 0 : -1;
-	if (nt_key_offline(off, sizeof(off), st->prefix, user) < 0)
-		return -1;
-	snprintf(ttl, sizeof(ttl), "%lld", st->offline_ttl_s);
-	return redisAppendCommand(c, "EVAL %s 2 %s %s %s %b %s",
-	    nt_lua_send_targeted, off, chan, id, json, len, ttl) == REDIS_OK ?
-	    0 : -1;
-}
-
-int
-nt_redis_send_read(redisContext *c, long long *receivers, char *err,
-    size_t errlen)
-{
-	redisReply *r = NULL;
-
-	if (redisGetReply(c, (void **)&r) != REDIS_OK || r == NULL) {
-		SET_ERR("redis: %s", c->err ? c->errstr : "no reply");
-		return -1;
-	}
-	if (r->type == REDIS_REPLY_ERROR) {
-		/* Lua wraps the refusal: keep Redis's own words (e.g. OOM). */
-		SET_ERR("redis refused the message: %s", r->str);
-		freeReplyObject(r);
-		return -1;
-	}
-	if (receivers)
-		*receivers = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
-	freeReplyObject(r);
-	return 0;
-}
-
-int
-nt_redis_send(redisContext *c, const struct nt_store *st, const char *user,
-    const char *id, const char *json, size_t len, long long *receivers,
-    char *err, size_t errlen)
-{
-	if (nt_redis_send_append(c, st, user, id, json, len) < 0) {
-		SET_ERR("redis: cannot queue the command (key too long?)");
-		return -1;
-	}
-	return nt_redis_send_read(c, receivers, err, errlen);
 }
 
 static int

@@ -1,8 +1,8 @@
 /*
- * nt_redis: the Redis contract of notifyd(7) in code. Key names, the
- * atomic "store and publish" step, and presence queries. Synchronous
- * helpers use a blocking hiredis context; the key builders are shared
- * with the asynchronous code of notifyd-ws.
+ * nt_redis: the Redis contract of notifyd(7) in code: key names,
+ * connections and presence queries (each user's log is nt_userlog).
+ * Synchronous helpers use a blocking hiredis context; the key builders
+ * are shared with the asynchronous code of notifyd-ws.
  */
 #ifndef NT_REDIS_H
 #define NT_REDIS_H
@@ -23,8 +23,6 @@
  * Return the length, or -1 when it does not fit.
  */
 int nt_key_channel(char *buf, size_t len, const char *prefix);
-int nt_key_offline(char *buf, size_t len, const char *prefix,
-    const char *user);
 int nt_key_presence_instances(char *buf, size_t len, const char *prefix);
 int nt_key_presence(char *buf, size_t len, const char *prefix,
     const char *instance_id);
@@ -77,33 +75,6 @@ int nt_redis_opt_prefix(const struct nt_opt *o, const char *value,
 	  "deployments can share one Redis (default: none)" }
 #define NT_REDIS_URL_WHERE "--redis or NOTIFYD_REDIS_URL"
 
-/* What a send needs besides the message: where and for how long. */
-struct nt_store {
-	const char *prefix;      /* key prefix, "" for none */
-	long long   offline_ttl_s;
-};
-
-/*
- * The one atomic step of a send (a Lua script): for a targeted message
- * HSET offline:{user} id json, EXPIRE it, PUBLISH json; for a broadcast
- * (user NULL) PUBLISH only. If Redis refuses the HSET (e.g. OOM) nothing
- * is published.
- *
- * nt_redis_send_append only queues the command in c's output buffer
- * (pipelining: append many, then read as many replies);
- * nt_redis_send_read reads one reply. *receivers (may be NULL) gets the
- * number of subscribers that received the publish.
- * Both return 0 or -1 with err set; after an I/O error c->err is set
- * and c must be freed.
- */
-int nt_redis_send_append(redisContext *c, const struct nt_store *st,
-    const char *user, const char *id, const char *json, size_t len);
-int nt_redis_send_read(redisContext *c, long long *receivers,
-    char *err, size_t errlen);
-int nt_redis_send(redisContext *c, const struct nt_store *st,
-    const char *user, const char *id, const char *json, size_t len,
-    long long *receivers, char *err, size_t errlen);
-
 /*
  * Presence (see notifyd(7)): distinct users connected to any live
  * notifyd-ws instance, and whether one user is. 0 or -1 with err set.
@@ -114,7 +85,6 @@ int nt_redis_user_online(redisContext *c, const char *prefix,
     const char *user, int *online, char *err, size_t errlen);
 
 /* The Lua sources, for code that runs them asynchronously. */
-extern const char nt_lua_send_targeted[];
 extern const char nt_lua_online_count[];
 extern const char nt_lua_user_online[];
 

@@ -1,8 +1,8 @@
 /*
  * notify-send: send one notification, or a batch of them, through Redis
- * as notifyd(7) describes: a targeted message is stored in the user's
- * offline hash and published, a broadcast is only published, in one
- * atomic step either way.
+ * as notifyd(7) describes: a targeted message is appended to its user's
+ * log and published, a broadcast is only published, in one atomic step
+ * either way.
  */
 #include <err.h>
 #include <errno.h>
@@ -18,14 +18,19 @@
 #include "nt_msg.h"
 #include "nt_opt.h"
 #include "nt_redis.h"
+#include "nt_userlog.h"
 
 #define PROG "notify-send"
-#define REDIS_TIMEOUT_MS 5000
-/* Requests in flight on the pipelined connection in --batch mode. */
+/*
+ * --batch keeps up to two windows of requests in flight on its one
+ * connection: Redis runs one while the next is read and encoded.
+ */
 #define BATCH_WINDOW 1000
 /* Offline expiry bounds, the same as notifyd-api's for the same variable. */
 #define TTL_MIN_MS 1000LL
 #define TTL_MAX_MS (366LL * 24 * 3600 * 1000)
+#define STR(x)  #x
+#define XSTR(x) STR(x)
 
 /* Every setting, as the option table below fills it in. */
 static struct {
@@ -35,6 +40,7 @@ static struct {
 	const char         *channel;
 	const char         *data;
 	uint64_t            offline_ttl_ms;
+	long long           offline_max;
 	int                 json;
 	int                 batch;
 	size_t              max_content;
@@ -43,11 +49,12 @@ static struct {
 	int                 verbose;
 	struct nt_redis_url redis;
 	const char         *redis_prefix;
+	uint64_t            redis_timeout_ms;
 } cfg;
 
 static const struct nt_opt opts[] = {
 	{ "user", 'u', "USER", NULL, NULL, nt_opt_string, &cfg.user, 0, 0,
-	  "send to this user: stored offline and published" },
+	  "send to this user: appended to the user's log and published" },
 	{ "broadcast", 'b', NULL, NULL, NULL, nt_opt_switch, &cfg.broadcast,
 	  0, 0, "send to everyone: published only, not stored" },
 	{ "type", 't', "TYPE", NULL, "info", nt_opt_string, &cfg.type, 0, 0,
@@ -58,8 +65,12 @@ static const struct nt_opt opts[] = {
 	  "extra data, a JSON object" },
 	{ "ttl", 0, "DURATION", "NOTIFYD_OFFLINE_TTL", "7d", nt_opt_duration,
 	  &cfg.offline_ttl_ms, TTL_MIN_MS, TTL_MAX_MS,
-	  "how long a targeted message stays stored offline, e.g. 12h; "
+	  "how long a targeted message stays in its user's log, e.g. 12h; "
 	  "from 1s to 366d" },
+	{ "offline-max", 0, "N", "NOTIFYD_OFFLINE_MAX",
+	  XSTR(NT_DEFAULT_OFFLINE_MAX), nt_opt_int, &cfg.offline_max, 1,
+	  1000000, "entries kept in a user's log: a send trims the oldest "
+	  "past this; from 1 to 1000000" },
 	{ "json", 0, NULL, NULL, NULL, nt_opt_switch, &cfg.json, 0, 0,
 	  "print each message sent as JSON on standard output" },
 	{ "batch", 0, NULL, NULL, NULL, nt_opt_switch, &cfg.batch, 0, 0,
@@ -71,10 +82,14 @@ static const struct nt_opt opts[] = {
 	{ "quiet", 'q', NULL, NULL, NULL, nt_opt_switch, &cfg.quiet, 0, 0,
 	  "with --batch, report bad lines only by their number" },
 	{ "verbose", 'v', NULL, NULL, NULL, nt_opt_switch, &cfg.verbose, 0, 0,
-	  "report the message sent and how many subscribed instances got it "
-	  "live, or with --batch how many were sent" },
+	  "report the message sent, its position in the user's log and how "
+	  "many subscribed instances got it live, or with --batch how many "
+	  "were sent" },
 	NT_REDIS_OPT_URL(&cfg.redis),
 	NT_REDIS_OPT_PREFIX(&cfg.redis_prefix),
+	{ "redis-timeout", 0, "DURATION", "NOTIFYD_REDIS_TIMEOUT", "5s",
+	  nt_opt_duration, &cfg.redis_timeout_ms, 10, 60000,
+	  "bound on connecting to Redis and on each reply; from 10ms to 60s" },
 };
 
 /* Where each value came from: the flag, the variable, NULL the default. */
@@ -142,16 +157,17 @@ read_settings(int argc, char **argv)
 
 /* What a send needs besides the message: where, how long, how big. */
 struct setup {
-	struct nt_store  store;
-	struct nt_limits lim;
+	struct nt_userlog_cfg log;
+	struct nt_limits      lim;
 };
 
 static void
 setup_from_settings(struct setup *s)
 {
-	s->store.prefix = cfg.redis_prefix;
+	s->log.prefix = cfg.redis_prefix;
 	/* EXPIRE takes whole seconds: round up, never to 0. */
-	s->store.offline_ttl_s = (long long)((cfg.offline_ttl_ms + 999) / 1000);
+	s->log.ttl_s = (long long)((cfg.offline_ttl_ms + 999) / 1000);
+	s->log.max_entries = cfg.offline_max;
 	nt_limits_default(&s->lim);
 	s->lim.max_content = cfg.max_content;
 	s->lim.max_message = cfg.max_message;
@@ -220,40 +236,134 @@ read_content(size_t max)
 	return buf;
 }
 
+/* A connection, or NULL with the reason (which names the URL) in err. */
+static redisContext *
+try_connect(char *err, size_t errlen)
+{
+	return nt_redis_connect_where(&cfg.redis, NT_REDIS_URL_WHERE,
+	    (int)cfg.redis_timeout_ms, err, errlen);
+}
+
 static redisContext *
 connect_redis(void)
 {
 	char err[1024];
 	redisContext *c;
 
-	c = nt_redis_connect_where(&cfg.redis, NT_REDIS_URL_WHERE,
-	    REDIS_TIMEOUT_MS, err, sizeof(err));
-	if (c == NULL)
+	if ((c = try_connect(err, sizeof(err))) == NULL)
 		errx(NT_EXIT_UNAVAILABLE, "%s", err);
 	return c;
 }
 
 /*
- * -v: what was sent and how many subscribers of the channel got it live.
- * Those are notifyd-ws instances (and notify-tail processes), not users:
- * one instance holds every connection of its users.
+ * The message as the log stores and publishes it: a targeted one gets
+ * its position as a last "seq" field, the way the append script adds it.
  */
 static void
-report_sent(const char *id, long long receivers)
+print_stored(const char *json, size_t len, const struct nt_userlog_sent *sent)
 {
-	const char *plural = receivers == 1 ? "" : "s";
+	int rc;
 
-	if (cfg.user)
-		fprintf(stderr, PROG ": sent %s to %s (stored; live on %lld "
-		    "subscribed instance%s)\n", id, cfg.user, receivers, plural);
+	if (sent->seq > 0)
+		rc = printf("%.*s,\"seq\":%lld}\n", (int)(len - 1), json,
+		    sent->seq);
+	else
+		rc = printf("%.*s\n", (int)len, json);
+	if (rc < 0)
+		errx(EX_IOERR, "writing standard output: %s", strerror(errno));
+}
+
+/*
+ * -v: what was sent, where it is in the user's log, and how many
+ * subscribers of the channel got it live. Those are notifyd-ws instances
+ * (and notify-tail processes), not users: one instance holds every
+ * connection of its users.
+ */
+static void
+report_sent(const char *id, const struct nt_userlog_sent *sent, int resent)
+{
+	long long n = sent->receivers;
+	const char *plural = n == 1 ? "" : "s";
+
+	if (cfg.user && sent->duplicate && resent)
+		fprintf(stderr, PROG ": sent %s to %s (seq %lld; stored and "
+		    "published by the first attempt, whose answer was lost)\n",
+		    id, cfg.user, sent->seq);
+	else if (cfg.user && sent->duplicate)
+		fprintf(stderr, PROG ": %s: already in %s's log at seq %lld: "
+		    "not sent again\n", id, cfg.user, sent->seq);
+	else if (cfg.user)
+		fprintf(stderr, PROG ": sent %s to %s (seq %lld; live on %lld "
+		    "subscribed instance%s)\n", id, cfg.user, sent->seq, n,
+		    plural);
 	else if (cfg.channel)
 		fprintf(stderr, PROG ": sent %s to channel %s (broadcast, not "
 		    "stored; live on %lld subscribed instance%s)\n", id,
-		    cfg.channel, receivers, plural);
+		    cfg.channel, n, plural);
 	else
 		fprintf(stderr, PROG ": sent %s to everyone (broadcast, not "
-		    "stored; live on %lld subscribed instance%s)\n", id,
-		    receivers, plural);
+		    "stored; live on %lld subscribed instance%s)\n", id, n,
+		    plural);
+}
+
+/* One attempt: 0 answered, -1 refused by Redis, -2 connection broken. */
+static int
+send_attempt(redisContext *c, const struct setup *s, const char *id,
+    const char *json, size_t len, struct nt_userlog_sent *sent, char *err,
+    size_t errlen)
+{
+	const char *user = cfg.user;
+
+	if (nt_userlog_send_append(c, &s->log, 1, &user, &id, &json,
+	    &len) != 0)
+		errx(NT_EXIT_SOFTWARE, "cannot queue the command (out of "
+		    "memory?)");
+	if (nt_userlog_send_read(c, 1, sent, err, errlen) == 0)
+		return 0;
+	/* A receive timeout reads as EAGAIN: say what it means. */
+	if (c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
+		snprintf(err, errlen, "redis: no answer within %d ms",
+		    (int)cfg.redis_timeout_ms);
+	return c->err ? -2 : -1;
+}
+
+/*
+ * Send one message, certain of the outcome. When the connection breaks
+ * after the command went out (a timeout, a reset) the message may or may
+ * not be stored and published. A targeted one is then sent once more,
+ * with the same id, on a new connection: its log stores and publishes an
+ * id at most once and answers with its position either way. A broadcast
+ * cannot be retried like that (every subscriber would get it twice), so
+ * its failure says that the outcome is unknown. Exits 69 on failure.
+ */
+static void
+send_certain(const struct setup *s, const char *id, const char *json,
+    size_t len, struct nt_userlog_sent *sent, int *resent)
+{
+	char err[1024];
+	redisContext *c = connect_redis();
+	int rc;
+
+	*resent = 0;
+	rc = send_attempt(c, s, id, json, len, sent, err, sizeof(err));
+	redisFree(c);
+	if (rc == -2 && cfg.user == NULL)
+		errx(NT_EXIT_UNAVAILABLE, "%s (the broadcast may or may not "
+		    "have gone out)", err);
+	if (rc == -2) {
+		warnx("%s; sending %s again on a new connection", err, id);
+		*resent = 1;
+		if ((c = try_connect(err, sizeof(err))) == NULL)
+			errx(NT_EXIT_UNAVAILABLE, "%s (%s may or may not be "
+			    "stored and published)", err, id);
+		rc = send_attempt(c, s, id, json, len, sent, err, sizeof(err));
+		redisFree(c);
+		if (rc == -2)
+			errx(NT_EXIT_UNAVAILABLE, "%s (%s may or may not be "
+			    "stored and published)", err, id);
+	}
+	if (rc != 0)
+		errx(NT_EXIT_UNAVAILABLE, "%s", err);
 }
 
 /* One message from the flags and the MESSAGE words: 0 sent. */
@@ -261,12 +371,12 @@ static int
 send_one(char **words, int nwords, const struct setup *s)
 {
 	struct nt_msg_req req;
+	struct nt_userlog_sent sent;
 	json_t *data = NULL, *msg;
 	json_error_t jerr;
-	redisContext *c;
 	char err[256], *content, *json;
-	long long receivers = 0;
 	size_t len;
+	int resent;
 
 	if (cfg.data) {
 		data = json_loads(cfg.data, JSON_DECODE_ANY, &jerr);
@@ -291,17 +401,16 @@ send_one(char **words, int nwords, const struct setup *s)
 	if ((json = nt_msg_encode(msg, &s->lim, &len, err, sizeof(err))) == NULL)
 		errx(NT_EXIT_DATAERR, "%s", err);
 
-	c = connect_redis();
-	if (nt_redis_send(c, &s->store, cfg.user, nt_msg_id(msg), json, len,
-	    &receivers, err, sizeof(err)) != 0)
-		errx(NT_EXIT_UNAVAILABLE, "%s", err);
-	redisFree(c);
+	send_certain(s, nt_msg_id(msg), json, len, &sent, &resent);
 
-	if (cfg.json && (puts(json) == EOF || fflush(stdout) != 0))
-		errx(EX_IOERR, "writing standard output: %s",
-		    strerror(errno));
+	if (cfg.json) {
+		print_stored(json, len, &sent);
+		if (fflush(stdout) != 0)
+			errx(EX_IOERR, "writing standard output: %s",
+			    strerror(errno));
+	}
 	if (cfg.verbose)
-		report_sent(nt_msg_id(msg), receivers);
+		report_sent(nt_msg_id(msg), &sent, resent);
 	free(json);
 	json_decref(msg);
 	json_decref(data);
@@ -311,15 +420,16 @@ send_one(char **words, int nwords, const struct setup *s)
 
 /* --batch: a window of requests queued on the connection, not yet read. */
 struct pending {
-	long  line;
-	char *json;
+	long   line;
+	char  *json;
+	size_t len;
 };
 
 struct batch {
 	const struct setup *s;
 	redisContext       *c;
-	struct pending      win[BATCH_WINDOW];
-	int                 nwin;
+	struct pending      win[2 * BATCH_WINDOW];  /* a ring, oldest first */
+	int                 head, nwin;
 	long                sent, bad;
 	int                 redis_failed;
 };
@@ -332,23 +442,35 @@ bad_line(struct batch *b, long line, const char *reason)
 		fprintf(stderr, PROG ": line %ld: %s\n", line, reason);
 }
 
+/* Write out what is queued, without waiting for the replies. */
+static void
+batch_push(struct batch *b)
+{
+	int done = 0;
+
+	while (!done && b->c->err == 0)
+		if (redisBufferWrite(b->c, &done) != REDIS_OK)
+			break;
+}
+
 /*
- * Read the replies of the whole window. After the first refusal the
- * rest of the window is still read (the replies are on the wire) but
- * no longer reported one by one.
+ * Read replies, oldest first, until keep requests are left in flight.
+ * After the first refusal the rest are still read (the replies are on
+ * the wire) but no longer reported one by one.
  */
 static void
-batch_flush(struct batch *b)
+batch_flush(struct batch *b, int keep)
 {
+	struct nt_userlog_sent sent;
 	char err[256];
-	int i;
 
-	for (i = 0; i < b->nwin; i++) {
-		struct pending *p = &b->win[i];
+	for (; b->nwin > keep; b->nwin--) {
+		struct pending *p = &b->win[b->head];
 
+		b->head = (b->head + 1) % (2 * BATCH_WINDOW);
 		if (b->c->err) {
 			/* The connection is gone: nothing more will come. */
-		} else if (nt_redis_send_read(b->c, NULL, err,
+		} else if (nt_userlog_send_read(b->c, 1, &sent, err,
 		    sizeof(err)) != 0) {
 			if (b->c->err)
 				fprintf(stderr, PROG ": connection lost: "
@@ -359,16 +481,24 @@ batch_flush(struct batch *b)
 			b->redis_failed = 1;
 		} else {
 			b->sent++;
-			if (cfg.json && !b->redis_failed &&
-			    (puts(p->json) == EOF))
-				errx(EX_IOERR, "writing standard "
-				    "output: %s", strerror(errno));
+			if (cfg.json && !b->redis_failed)
+				print_stored(p->json, p->len, &sent);
 		}
 		free(p->json);
 	}
-	b->nwin = 0;
 	if (cfg.json && fflush(stdout) != 0)
 		errx(EX_IOERR, "writing standard output: %s", strerror(errno));
+}
+
+/* Queue one send on the pipelined connection (its reply is read later). */
+static void
+queue_send(struct batch *b, const char *user, const char *id,
+    const char *json, size_t len)
+{
+	if (nt_userlog_send_append(b->c, &b->s->log, 1, &user, &id, &json,
+	    &len) != 0)
+		errx(NT_EXIT_SOFTWARE, "cannot queue the command (out of "
+		    "memory?)");
 }
 
 /* Check one line and queue it: 0 queued, -1 bad (reported). */
@@ -395,12 +525,14 @@ batch_queue(struct batch *b, long line, const char *text, size_t textlen)
 	    (json = nt_msg_encode(msg, &b->s->lim, &len, err,
 	    sizeof(err))) == NULL) {
 		bad_line(b, line, err);
-	} else if (nt_redis_send_append(b->c, &b->s->store, req.target_user,
-	    nt_msg_id(msg), json, len) != 0) {
-		errx(NT_EXIT_SOFTWARE, "out of memory");
 	} else {
-		b->win[b->nwin].line = line;
-		b->win[b->nwin].json = json;
+		struct pending *p = &b->win[(b->head + b->nwin) %
+		    (2 * BATCH_WINDOW)];
+
+		queue_send(b, req.target_user, nt_msg_id(msg), json, len);
+		p->line = line;
+		p->json = json;
+		p->len = len;
 		b->nwin++;
 		json = NULL;
 		rc = 0;
@@ -424,7 +556,8 @@ blank(const char *s, size_t n)
 
 /*
  * --batch: every line of standard input over ONE pipelined connection,
- * BATCH_WINDOW requests in flight at a time. Blank lines are skipped.
+ * one atomic send per line, up to two windows in flight. Blank lines are
+ * skipped.
  */
 static int
 send_batch(const struct setup *s)
@@ -441,12 +574,17 @@ send_batch(const struct setup *s)
 		lineno++;
 		if (blank(line, (size_t)n))
 			continue;
-		batch_queue(&b, lineno, line, (size_t)n);
-		if (b.nwin == BATCH_WINDOW)
-			batch_flush(&b);
+		if (batch_queue(&b, lineno, line, (size_t)n) != 0)
+			continue;
+		if (b.nwin == BATCH_WINDOW) {
+			batch_push(&b);
+		} else if (b.nwin == 2 * BATCH_WINDOW) {
+			batch_push(&b);
+			batch_flush(&b, BATCH_WINDOW);
+		}
 	}
 	free(line);
-	batch_flush(&b);
+	batch_flush(&b, 0);
 	redisFree(b.c);
 
 	if (cfg.verbose || (cfg.quiet && b.bad > 0))

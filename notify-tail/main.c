@@ -1,9 +1,12 @@
 /*
  * notify-tail: print the notifications going through Redis as they
- * arrive, one line each, or list what waits in a user's offline hash.
- * A debugging tool: it must keep going across Redis restarts, and stop
- * quietly when its reader (head, grep -m) goes away.
+ * arrive, one line each; list a user's log; or, with --since, print a
+ * user's log from a point and then follow that user's live messages
+ * without a gap or a repeat. A debugging tool: it must keep going across
+ * Redis restarts, and stop quietly when its reader (head, grep -m) goes
+ * away.
  */
+#include <ctype.h>
 #include <err.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,11 +26,19 @@
 #include "nt_msg.h"
 #include "nt_opt.h"
 #include "nt_redis.h"
+#include "nt_userlog.h"
+#include "nt_uuid.h"
 
 #define PROG "notify-tail"
 #define REDIS_TIMEOUT_MS 5000
 #define BACKOFF_MIN_MS   100
 #define BACKOFF_MAX_MS   5000
+/* A log is read in pages of at most this many entries and bytes. */
+#define PAGE_COUNT       100
+#define PAGE_BYTES       (1024 * 1024)
+/* Positions whose ids --since remembers, to tell a live message it has
+ * already printed from the log (a repeat) from one of a new log. */
+#define RECENT           1024
 
 /* Every setting, as the option table below fills it in. */
 static struct {
@@ -37,6 +48,7 @@ static struct {
 	const char         *type;
 	long long           count;       /* 0: no limit */
 	const char         *offline;
+	const char         *since;
 	uint64_t            ping_ms;
 	int                 ready_fd;    /* -1: not asked */
 	struct nt_redis_url redis;
@@ -55,8 +67,12 @@ static const struct nt_opt opts[] = {
 	{ "count", 'n', "COUNT", NULL, NULL, nt_opt_int, &cfg.count, 1,
 	  LLONG_MAX, "exit after printing COUNT messages" },
 	{ "offline", 0, "USER", NULL, NULL, nt_opt_string, &cfg.offline, 0, 0,
-	  "list USER's offline messages, oldest first, without removing "
-	  "them, then exit" },
+	  "list USER's log in position order, without changing it, then "
+	  "exit" },
+	{ "since", 0, "ID|DURATION", NULL, NULL, nt_opt_string, &cfg.since,
+	  0, 0, "with -u: print the user's log after message ID, or its "
+	  "entries of the last DURATION (e.g. 10m), then follow the user's "
+	  "live messages without a gap or a repeat" },
 	{ "ping-interval", 0, "DURATION", NULL, "15s", nt_opt_duration,
 	  &cfg.ping_ms, 10, 3600 * 1000,
 	  "PING an idle connection this often and reconnect when no reply "
@@ -71,15 +87,32 @@ static const struct nt_opt_spec spec = {
 	.prog = PROG,
 	.synopsis =
 	    "[--json] [-u USER] [-c CHANNEL] [-t TYPE] [-n COUNT] [OPTION ...]\n"
+	    "-u USER --since ID|DURATION [--json] [-c CHANNEL] [-t TYPE] "
+	    "[-n COUNT] [OPTION ...]\n"
 	    "--offline USER [--json] [-c CHANNEL] [-t TYPE] [-n COUNT] "
 	    "[OPTION ...]",
 	.footer =
 	    "A flag wins over its variable.\n"
 	    "Exit status: 0 done (count reached, SIGINT, SIGTERM, closed output\n"
-	    "pipe), 64 usage, 65 bad user id, 69 Redis unavailable, 70 internal\n"
-	    "error, 74 output error, 78 bad configuration.\n",
+	    "pipe), 64 usage, 65 bad user id or --since, 69 Redis unavailable,\n"
+	    "70 internal"
+	    " error, 74 output error, 78 bad configuration.\n",
 	.opts = opts,
 	.nopts = NT_OPT_COUNT(opts),
+};
+
+/* --since: where the reader stands in the user's log. */
+struct follow {
+	redisContext *rc;          /* for reads: a subscribed one cannot */
+	const char   *mode;        /* the first read: "since" or "time" */
+	char          arg[64];     /* its argument: an id or ms since 1970 */
+	int           started;     /* the first read is done */
+	char          epoch[32];   /* of the log read; "0": there was none */
+	long long     pos;         /* last position printed or passed over */
+	struct {
+		long long seq;
+		char      id[NT_UUID_STRLEN + 1];
+	} recent[RECENT];          /* printed ids, by position % RECENT */
 };
 
 /* Run-time state; the settings themselves stay in cfg. */
@@ -88,10 +121,53 @@ struct tail {
 	uint64_t            printed;
 	int                 ready_fd;    /* -1 once used or when not asked */
 	int                 stdout_pipe; /* stdout is a pipe or FIFO */
+	struct follow      *follow;      /* NULL without --since */
 };
 
 /* Written by the signal handler, read by the loop (self-pipe). */
 static int sig_pipe[2] = { -1, -1 };
+
+static long long
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * --since: a message id (any case) starts after that message; a
+ * duration starts at the entries minted that long ago (ids are UUIDv7,
+ * whose first 48 bits are the millisecond they were made). Bad: 65.
+ */
+static struct follow *
+follow_new(const char *since)
+{
+	struct follow *f = calloc(1, sizeof(*f));
+	char id[NT_UUID_STRLEN + 1];
+	uint64_t ms;
+	size_t i;
+
+	if (f == NULL)
+		errx(NT_EXIT_SOFTWARE, "out of memory");
+	for (i = 0; i < NT_UUID_STRLEN && since[i]; i++)
+		id[i] = (char)tolower((unsigned char)since[i]);
+	id[i] = '\0';
+	if (strlen(since) == NT_UUID_STRLEN && nt_uuid_valid(id) == 0) {
+		f->mode = "since";
+		snprintf(f->arg, sizeof(f->arg), "%s", id);
+	} else if (nt_duration_ms_parse(since, &ms) == 0) {
+		f->mode = "time";
+		snprintf(f->arg, sizeof(f->arg), "%lld",
+		    wall_ms() - (long long)ms);
+	} else {
+		errx(NT_EXIT_DATAERR, "--since '%s': neither a message id (a "
+		    "UUID) nor a duration (e.g. 10m)", since);
+	}
+	snprintf(f->epoch, sizeof(f->epoch), "0");
+	return f;
+}
 
 /* Every setting from the table, then what it cannot check. */
 static void
@@ -113,6 +189,15 @@ read_settings(int argc, char **argv, struct tail *t)
 		errx(NT_EXIT_CONFIG, "redis prefix too long");
 	if (cfg.offline && nt_user_valid(cfg.offline, err, sizeof(err)) != 0)
 		errx(NT_EXIT_DATAERR, "--offline: %s", err);
+	if (cfg.since && cfg.offline)
+		errx(NT_EXIT_USAGE, "--since and --offline exclude each other");
+	if (cfg.since && !cfg.user)
+		errx(NT_EXIT_USAGE, "--since needs -u USER: it follows one "
+		    "user's log");
+	if (cfg.since && nt_user_valid(cfg.user, err, sizeof(err)) != 0)
+		errx(NT_EXIT_DATAERR, "-u: %s", err);
+	if (cfg.since)
+		t->follow = follow_new(cfg.since);
 	t->ready_fd = cfg.ready_fd;
 	t->stdout_pipe = fstat(STDOUT_FILENO, &sb) == 0 && S_ISFIFO(sb.st_mode);
 }
@@ -165,12 +250,13 @@ put_escaped(const char *s, FILE *f)
 	}
 }
 
-/* TIME TYPE -> user:alice|channel:x|broadcast CONTENT */
+/* TIME TYPE -> user:alice|channel:x|broadcast [#SEQ] CONTENT */
 static void
 put_readable(const json_t *msg, FILE *f)
 {
 	const char *user = nt_msg_target_user(msg);
 	const char *channel = nt_msg_channel(msg);
+	const json_t *seq = json_object_get(msg, "seq");
 
 	fprintf(f, "%s %s -> ", str_field(msg, "timestamp"),
 	    str_field(msg, "type"));
@@ -182,6 +268,8 @@ put_readable(const json_t *msg, FILE *f)
 		fprintf(f, "channel:%s ", channel);
 	else
 		fputs("broadcast ", f);
+	if (json_is_integer(seq))
+		fprintf(f, "#%lld ", (long long)json_integer_value(seq));
 	put_escaped(str_field(msg, "content"), f);
 	fputc('\n', f);
 }
@@ -202,24 +290,27 @@ matches(const json_t *msg)
 	return 1;
 }
 
-/*
- * Print one message (raw JSON as published, or readable) when it passes
- * the filters. Returns 1 when -n COUNT has been reached.
- */
-static int
-emit(struct tail *t, const char *buf, size_t len)
+/* A message, or NULL (said on stderr) when it is not a notification. */
+static json_t *
+decode(const char *buf, size_t len)
 {
 	char err[256];
 	json_t *msg;
 
-	if ((msg = nt_msg_decode(buf, len, err, sizeof(err))) == NULL) {
+	if ((msg = nt_msg_decode(buf, len, err, sizeof(err))) == NULL)
 		warnx("skipping a message that is not a notification: %s", err);
+	return msg;
+}
+
+/*
+ * Print one decoded message (buf: its raw JSON, as published or stored)
+ * when it passes the filters. Returns 1 when -n COUNT has been reached.
+ */
+static int
+emit_msg(struct tail *t, const json_t *msg, const char *buf, size_t len)
+{
+	if (!matches(msg))
 		return 0;
-	}
-	if (!matches(msg)) {
-		json_decref(msg);
-		return 0;
-	}
 	if (cfg.json) {
 		if (fwrite(buf, 1, len, stdout) != len)
 			output_failed();
@@ -227,65 +318,234 @@ emit(struct tail *t, const char *buf, size_t len)
 	} else {
 		put_readable(msg, stdout);
 	}
-	json_decref(msg);
 	if (fflush(stdout) != 0 || ferror(stdout))
 		output_failed();
 	t->printed++;
 	return cfg.count > 0 && t->printed >= (uint64_t)cfg.count;
 }
 
-/* ---- --offline ------------------------------------------------------- */
-
-struct field {
-	const redisReply *id;
-	const redisReply *json;
-};
-
 static int
-field_cmp(const void *a, const void *b)
+emit(struct tail *t, const char *buf, size_t len)
 {
-	const struct field *fa = a, *fb = b;
+	json_t *msg = decode(buf, len);
+	int rc;
 
-	return strcmp(fa->id->str, fb->id->str);
+	if (msg == NULL)
+		return 0;
+	rc = emit_msg(t, msg, buf, len);
+	json_decref(msg);
+	return rc;
 }
 
-/* The user's offline hash in id (= sending) order; nothing is removed. */
+/* A message's position in its user's log; 0 when it has none. */
+static long long
+seq_of(const json_t *msg)
+{
+	const json_t *seq = json_object_get(msg, "seq");
+
+	return json_is_integer(seq) ? (long long)json_integer_value(seq) : 0;
+}
+
+/* ---- reading a log -------------------------------------------------- */
+
+/* What read_log does with what it reads. */
+struct reader {
+	/* Each page, before its entries (may be NULL). */
+	void (*on_page)(struct tail *, const struct nt_userlog_page *);
+	/* Each entry: 1 to stop (-n COUNT reached). */
+	int  (*take)(struct tail *, const json_t *, const char *, size_t);
+};
+
+/*
+ * Read the user's log page by page, from the read that mode and arg say
+ * (as nt_userlog_read takes them) to its last entry. epoch (32 bytes)
+ * and *pos follow the pages: after each whole page they say where the
+ * next read starts. Returns 0 at the end, 1 when take said stop, -1 when
+ * Redis failed (err set; c->err set after an I/O error).
+ */
+static int
+read_log(struct tail *t, redisContext *c, const struct reader *rd,
+    const char *user, const char *mode, const char *arg, char *epoch,
+    long long *pos, char *err, size_t errlen)
+{
+	struct nt_userlog_page page;
+	redisReply *reply;
+	char after[24];
+	int stop = 0;
+
+	for (;;) {
+		if (nt_userlog_read(c, cfg.redis_prefix, user, mode, arg, epoch,
+		    PAGE_COUNT, PAGE_BYTES, &reply, &page, err, errlen) != 0)
+			return -1;
+		if (rd->on_page)
+			rd->on_page(t, &page);
+		snprintf(epoch, 32, "%s", page.epoch);
+		for (size_t i = 0; !stop && i < page.n; i++) {
+			const redisReply *m = page.msgs[i];
+			json_t *msg = decode(m->str, m->len);
+
+			if (msg == NULL)
+				continue;
+			stop = rd->take(t, msg, m->str, m->len);
+			json_decref(msg);
+		}
+		/* Entries past their age were passed over: end counts them. */
+		if (!stop)
+			*pos = page.end;
+		freeReplyObject(reply);
+		/* Each page holds an entry or reaches last: this ends. */
+		if (stop || page.end >= page.last)
+			return stop;
+		snprintf(after, sizeof(after), "%lld", *pos);
+		mode = "after";
+		arg = after;
+	}
+}
+
+/* ---- --offline ------------------------------------------------------- */
+
+static int
+offline_take(struct tail *t, const json_t *msg, const char *buf, size_t len)
+{
+	return emit_msg(t, msg, buf, len);
+}
+
+/* The user's log in position order; nothing is changed. */
 static int
 list_offline(struct tail *t)
 {
-	char err[1024], key[NT_KEY_MAX];
+	static const struct reader rd = { NULL, offline_take };
+	char err[1024], epoch[32] = "";
+	long long pos = 0;
 	redisContext *c;
-	redisReply *r;
-	struct field *f;
-	size_t i, n;
 
-	if (nt_key_offline(key, sizeof(key), cfg.redis_prefix, cfg.offline) < 0)
-		errx(NT_EXIT_DATAERR, "--offline: user id too long for a key");
 	if ((c = connect_redis(err, sizeof(err))) == NULL)
 		errx(NT_EXIT_UNAVAILABLE, "%s", err);
-	r = redisCommand(c, "HGETALL %s", key);
-	if (r == NULL)
-		errx(NT_EXIT_UNAVAILABLE, "redis: %s", c->errstr);
-	if (r->type == REDIS_REPLY_ERROR)
-		errx(NT_EXIT_UNAVAILABLE, "redis: %s", r->str);
-	if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
-		errx(NT_EXIT_UNAVAILABLE, "redis: unexpected reply to HGETALL");
-
-	n = r->elements / 2;
-	if ((f = calloc(n ? n : 1, sizeof(*f))) == NULL)
-		errx(NT_EXIT_SOFTWARE, "out of memory");
-	for (i = 0; i < n; i++) {
-		f[i].id = r->element[2 * i];
-		f[i].json = r->element[2 * i + 1];
-	}
-	qsort(f, n, sizeof(*f), field_cmp);
-	for (i = 0; i < n; i++)
-		if (emit(t, f[i].json->str, f[i].json->len))
-			break;
-	free(f);
-	freeReplyObject(r);
+	if (read_log(t, c, &rd, cfg.offline, "all", "", epoch, &pos, err,
+	    sizeof(err)) < 0)
+		errx(NT_EXIT_UNAVAILABLE, "%s", err);
 	redisFree(c);
 	return NT_EXIT_OK;
+}
+
+/* ---- --since: the log, then live messages in position order ---------- */
+
+static void
+remember(struct follow *f, long long seq, const char *id)
+{
+	f->recent[seq % RECENT].seq = seq;
+	snprintf(f->recent[seq % RECENT].id, sizeof(f->recent[0].id), "%s",
+	    id ? id : "");
+}
+
+/* Was the message at position seq, with this id, printed already? */
+static int
+printed_before(const struct follow *f, long long seq, const char *id)
+{
+	return f->recent[seq % RECENT].seq == seq && id != NULL &&
+	    strcmp(f->recent[seq % RECENT].id, id) == 0;
+}
+
+/* A log entry: printed (if it passes the filters) and remembered. */
+static int
+follow_take(struct tail *t, const json_t *msg, const char *buf, size_t len)
+{
+	struct follow *f = t->follow;
+	long long seq = seq_of(msg);
+
+	if (seq <= 0)
+		return 0;
+	remember(f, seq, nt_msg_id(msg));
+	f->pos = seq;
+	return emit_msg(t, msg, buf, len);
+}
+
+/* What each page says about the reader's place: told on stderr. */
+static void
+follow_page(struct tail *t, const struct nt_userlog_page *page)
+{
+	struct follow *f = t->follow;
+
+	if (!f->started && strcmp(f->mode, "since") == 0 && !page->found)
+		warnx("%s is not in %s's log (trimmed, expired or unknown): "
+		    "starting from its first entry", f->arg, cfg.user);
+	else if (f->started && !page->found && strcmp(f->epoch, "0") != 0)
+		warnx("%s's log was started anew (it expired or Redis lost "
+		    "it): reading it from its first entry", cfg.user);
+	else if (f->started && page->found && page->first > f->pos + 1)
+		warnx("positions %lld to %lld of %s's log were trimmed before "
+		    "they could be printed", f->pos + 1, page->first - 1,
+		    cfg.user);
+	f->started = 1;
+}
+
+/*
+ * Read the log after the reader's place (the first time: where --since
+ * says) to its end. A read connection that broke is made again, once.
+ * 0 done, 1 count reached, -1 Redis is away (err set).
+ */
+static int
+catch_up(struct tail *t, char *err, size_t errlen)
+{
+	static const struct reader rd = { follow_page, follow_take };
+	struct follow *f = t->follow;
+	char after[24];
+	int tries, rc = -1;
+
+	for (tries = 0; tries < 2 && rc < 0; tries++) {
+		if (f->rc == NULL &&
+		    (f->rc = connect_redis(err, errlen)) == NULL)
+			return -1;
+		snprintf(after, sizeof(after), "%lld", f->pos);
+		rc = read_log(t, f->rc, &rd, cfg.user,
+		    f->started ? "after" : f->mode,
+		    f->started ? after : f->arg, f->epoch, &f->pos, err, errlen);
+		if (rc < 0 && f->rc->err == 0)
+			/* Redis refused the read (a key of another type). */
+			errx(NT_EXIT_UNAVAILABLE, "%s", err);
+		if (rc < 0) {
+			redisFree(f->rc);
+			f->rc = NULL;
+		}
+	}
+	return rc;
+}
+
+/*
+ * A live message, while following: printed when it is the next position;
+ * a position already printed is a repeat of the log's; anything else (a
+ * gap, a log started anew, a log not yet seen) is settled by reading the
+ * log after the reader's place. Returns as emit does, or -1 (err set).
+ */
+static int
+follow_live(struct tail *t, const char *buf, size_t len, char *err,
+    size_t errlen)
+{
+	struct follow *f = t->follow;
+	const char *user, *id;
+	json_t *msg = decode(buf, len);
+	long long seq;
+	int rc;
+
+	if (msg == NULL)
+		return 0;
+	user = nt_msg_target_user(msg);
+	id = nt_msg_id(msg);
+	seq = seq_of(msg);
+	if (user == NULL || strcmp(user, cfg.user) != 0)
+		rc = 0;
+	else if (seq <= 0)              /* not from a log: as it comes */
+		rc = emit_msg(t, msg, buf, len);
+	else if (strcmp(f->epoch, "0") != 0 && seq == f->pos + 1) {
+		remember(f, seq, id);
+		f->pos = seq;
+		rc = emit_msg(t, msg, buf, len);
+	} else if (seq <= f->pos && printed_before(f, seq, id))
+		rc = 0;
+	else
+		rc = catch_up(t, err, errlen);
+	json_decref(msg);
+	return rc;
 }
 
 /* ---- subscription ---------------------------------------------------- */
@@ -365,15 +625,20 @@ subscribe(struct tail *t, char *err, size_t errlen)
 
 enum conn_state { WANT_SUBSCRIBED, IDLE, WANT_PONG };
 
-/* What one reply means: 0 go on, 1 count reached, -1 protocol error. */
+/*
+ * What one reply means: 0 go on, 1 count reached, -1 connection no
+ * longer usable (err set).
+ */
 static int
 handle_reply(struct tail *t, const redisReply *r, enum conn_state *st,
-    int *subscriptions)
+    int *subscriptions, char *err, size_t errlen)
 {
 	const char *kind;
 
-	if (r->type == REDIS_REPLY_ERROR)
+	if (r->type == REDIS_REPLY_ERROR) {
+		snprintf(err, errlen, "redis: %s", r->str);
 		return -1;
+	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 ||
 	    r->element[0]->type != REDIS_REPLY_STRING)
 		return 0;
@@ -389,6 +654,13 @@ handle_reply(struct tail *t, const redisReply *r, enum conn_state *st,
 			close(t->ready_fd);
 			t->ready_fd = -1;
 		}
+		/* Subscribed first, then read: nothing falls in between. */
+		if (t->follow)
+			return catch_up(t, err, errlen);
+	} else if (t->follow && strcmp(kind, "message") == 0 &&
+	    r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING) {
+		return follow_live(t, r->element[2]->str,
+		    (size_t)r->element[2]->len, err, errlen);
 	} else if (strcmp(kind, "pong") == 0) {
 		if (*st == WANT_PONG)
 			*st = IDLE;
@@ -458,9 +730,8 @@ serve(struct tail *t, redisContext *c, int *subscriptions, char *err,
 			}
 			if (r == NULL)
 				break;
-			rc = handle_reply(t, r, &st, subscriptions);
-			if (rc < 0)
-				snprintf(err, errlen, "redis: %s", r->str);
+			rc = handle_reply(t, r, &st, subscriptions, err,
+			    errlen);
 			freeReplyObject(r);
 			if (rc != 0)
 				return rc > 0;
@@ -516,11 +787,18 @@ int
 main(int argc, char **argv)
 {
 	struct tail t;
+	int rc;
 
 	memset(&t, 0, sizeof(t));
 	read_settings(argc, argv, &t);
 	setup_signals();
 	if (cfg.offline)
 		return list_offline(&t);
-	return run_tail(&t);
+	rc = run_tail(&t);
+	if (t.follow) {
+		if (t.follow->rc)
+			redisFree(t.follow->rc);
+		free(t.follow);
+	}
+	return rc;
 }

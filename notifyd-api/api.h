@@ -19,7 +19,8 @@
 #define API_NAME_MAX        64   /* bytes of a key's NAME */
 #define API_KEY_MIN         16   /* shorter keys are refused: guessable */
 #define API_KEY_MAX         256
-#define API_MAX_RECIPIENTS  1000 /* target_users entries per request */
+#define API_MAX_RECIPIENTS  1000 /* target_users entries per request:
+                                    one atomic send (NT_USERLOG_MAX_TARGETS) */
 
 /* Everything main() parsed; read-only once the daemon starts. */
 struct api_config {
@@ -27,6 +28,7 @@ struct api_config {
 	struct nt_redis_url redis;
 	const char     *redis_prefix;
 	long long       offline_ttl_s;
+	long long       offline_max;    /* entries kept in a user's log */
 	const char     *keys_file;      /* NULL: no API keys */
 	int             insecure_no_auth;
 	int             jwt_enabled;

@@ -13,6 +13,7 @@
  * completion callback, which runs on every path, client abort included.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -30,6 +31,10 @@
 #include "nt_log.h"
 #include "nt_msg.h"
 #include "nt_redis.h"
+#include "nt_userlog.h"
+
+_Static_assert(API_MAX_RECIPIENTS <= NT_USERLOG_MAX_TARGETS,
+    "target_users must fit in one atomic send");
 
 #define ALLOW_POST "POST"
 #define ALLOW_GET  "GET, HEAD"
@@ -220,46 +225,124 @@ redis_failed(redisContext *c)
 	return 0;
 }
 
+/* What one send attempt came to. */
+enum attempt { SENT, REFUSED, CONN_LOST };
+
+/* Queue and read one atomic send of n messages (users NULL: broadcast). */
+static enum attempt
+send_attempt(struct api_server *s, redisContext *c,
+    const struct nt_userlog_cfg *log, const char *const *users,
+    const char *const *ids, const char *const *texts, const size_t *lens,
+    size_t n, struct nt_userlog_sent *sent, char *err, size_t errlen)
+{
+	if (nt_userlog_send_append(c, log, n, users, ids, texts, lens) < 0) {
+		snprintf(err, errlen, "redis: cannot queue the command");
+		return REFUSED;
+	}
+	if (nt_userlog_send_read(c, n, sent, err, errlen) == 0)
+		return SENT;
+	/* A receive timeout reads as EAGAIN: say what it means. */
+	if (c->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
+		snprintf(err, errlen, "redis: no answer within %d ms",
+		    s->cfg->redis_timeout_ms);
+	return c->err ? CONN_LOST : REFUSED;
+}
+
 /*
- * Store and publish n messages in one round trip (pipelined). Returns 0,
- * or the HTTP status to answer with and a reason in err.
+ * A refusal that will not go away by itself (a key of another type, a
+ * message the script rejects) is the server's fault, 500; one that may
+ * (out of memory, loading, read-only replica) is 503.
  */
 static unsigned
-send_all(struct api_server *s, json_t **msgs, char **texts, size_t *lens,
-    size_t n, char *err, size_t errlen)
+refusal_status(const char *err)
 {
-	struct nt_store st = { s->cfg->redis_prefix, s->cfg->offline_ttl_s };
-	char rerr[256] = "";
-	size_t refused = 0;
+	return strstr(err, "WRONGTYPE") != NULL || strstr(err, "cannot queue")
+	    != NULL || strstr(err, "ERR message") != NULL ?
+	    MHD_HTTP_INTERNAL_SERVER_ERROR : MHD_HTTP_SERVICE_UNAVAILABLE;
+}
+
+/*
+ * Append n messages to their users' logs and publish them, all or none,
+ * in one script and one round trip; a broadcast (users[0] NULL, n 1) is
+ * only published. Returns 0 with sent[] filled, or the HTTP status to
+ * answer with and a reason in err.
+ *
+ * A connection that breaks after the command went out (a timeout, a
+ * reset) leaves the outcome unknown: the messages may be stored and
+ * published. A 503 then would hide them, and a client's retry would mint
+ * new ids and send them twice. So the same ids are sent once more on a
+ * new connection: a log stores and publishes an id at most once and
+ * answers with its position either way. 503 only when that fails too.
+ * A broadcast has no log to say what was published, so it is not sent
+ * twice: its 503 says the outcome is unknown.
+ */
+static unsigned
+send_all(struct api_server *s, const char *const *users,
+    const char *const *ids, const char *const *texts, const size_t *lens,
+    size_t n, struct nt_userlog_sent *sent, char *err, size_t errlen)
+{
+	struct nt_userlog_cfg log = { s->cfg->redis_prefix,
+	    s->cfg->offline_ttl_s, s->cfg->offline_max };
 	redisContext *c = api_store_get(err, errlen);
+	enum attempt a;
 
 	if (c == NULL)
 		return MHD_HTTP_SERVICE_UNAVAILABLE;
-	for (size_t i = 0; i < n; i++) {
-		if (nt_redis_send_append(c, &st, nt_msg_target_user(msgs[i]),
-		    nt_msg_id(msgs[i]), texts[i], lens[i]) < 0) {
-			/* Replies already queued would desync: start over. */
-			api_store_drop();
-			api_metrics_redis_error();
-			snprintf(err, errlen, "redis: cannot queue the command");
-			return MHD_HTTP_INTERNAL_SERVER_ERROR;
-		}
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (nt_redis_send_read(c, NULL, rerr, sizeof(rerr)) == 0)
-			continue;
-		if (redis_failed(c)) {
-			snprintf(err, errlen, "%s", rerr);
-			return MHD_HTTP_SERVICE_UNAVAILABLE;
-		}
-		refused++;
-	}
-	if (refused > 0) {
-		snprintf(err, errlen, "%zu of %zu messages not accepted: %s",
-		    refused, n, rerr);
+	a = send_attempt(s, c, &log, users, ids, texts, lens, n, sent, err,
+	    errlen);
+	if (a == CONN_LOST && users[0] == NULL) {
+		redis_failed(c);
+		snprintf(err + strlen(err), errlen - strlen(err),
+		    " (the broadcast may or may not have gone out)");
 		return MHD_HTTP_SERVICE_UNAVAILABLE;
 	}
-	return 0;
+	if (a == CONN_LOST) {
+		redis_failed(c);
+		nt_log_warn("%s; sending %s%s again on a new connection", err,
+		    ids[0], n > 1 ? " and the other target_users" : "");
+		c = api_store_get(err, errlen);
+		if (c != NULL)
+			a = send_attempt(s, c, &log, users, ids, texts, lens,
+			    n, sent, err, errlen);
+	}
+	if (c != NULL && a != SENT)
+		redis_failed(c);
+	if (c == NULL || a == CONN_LOST) {
+		snprintf(err + strlen(err), errlen - strlen(err), " (the "
+		    "notification may or may not have been stored and "
+		    "published)");
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+	return a == REFUSED ? refusal_status(err) : 0;
+}
+
+/* The answer to a send that went through. */
+static json_t *
+sent_answer(const char *const *users, const char *const *ids, size_t n,
+    const struct nt_userlog_sent *sent, int many)
+{
+	json_t *ans, *idlist, *results;
+
+	if (!many) {
+		ans = json_pack("{s:s, s:s, s:s}", "status", "ok", "message",
+		    users[0] ? "notification sent" : "broadcast sent", "id",
+		    ids[0]);
+		if (ans != NULL && users[0] != NULL)
+			json_object_set_new(ans, "seq",
+			    json_integer(sent[0].seq));
+		return ans;
+	}
+	/* "ids" as before, for the seed's clients; "results" adds seq. */
+	idlist = json_array();
+	results = json_array();
+	for (size_t i = 0; i < n; i++) {
+		json_array_append_new(idlist, json_string(ids[i]));
+		json_array_append_new(results, json_pack("{s:s, s:s, s:I}",
+		    "target_user", users[i], "id", ids[i],
+		    "seq", (json_int_t)sent[i].seq));
+	}
+	return json_pack("{s:s, s:s, s:o, s:o}", "status", "ok", "message",
+	    "notifications sent", "ids", idlist, "results", results);
 }
 
 /* Build, send and answer for the recipients users[0..n) (NULL: broadcast). */
@@ -269,48 +352,46 @@ deliver(struct api_server *s, struct MHD_Connection *conn, struct request *rq,
 {
 	json_t **msgs = calloc(n, sizeof(*msgs));
 	char **texts = calloc(n, sizeof(*texts));
+	const char **ids = calloc(n, sizeof(*ids));
 	size_t *lens = calloc(n, sizeof(*lens));
+	struct nt_userlog_sent *sent = calloc(n, sizeof(*sent));
 	char err[512];
 	unsigned status = 0;
 	enum MHD_Result ret;
 
-	if (msgs == NULL || texts == NULL || lens == NULL) {
+	if (msgs == NULL || texts == NULL || ids == NULL || lens == NULL ||
+	    sent == NULL) {
 		snprintf(err, sizeof(err), "out of memory");
 		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
 	}
 	for (size_t i = 0; status == 0 && i < n; i++) {
 		req->target_user = users[i];
 		msgs[i] = nt_msg_build(req, &s->cfg->limits, err, sizeof(err));
-		if (msgs[i] != NULL)
-			texts[i] = nt_msg_encode(msgs[i], &s->cfg->limits, &lens[i],
-			    err, sizeof(err));
+		if (msgs[i] != NULL) {
+			ids[i] = nt_msg_id(msgs[i]);
+			texts[i] = nt_msg_encode(msgs[i], &s->cfg->limits,
+			    &lens[i], err, sizeof(err));
+		}
 		if (msgs[i] == NULL || texts[i] == NULL)
 			status = MHD_HTTP_BAD_REQUEST;
 	}
 	if (status == 0)
-		status = send_all(s, msgs, texts, lens, n, err, sizeof(err));
-	if (status != 0) {
+		status = send_all(s, users, ids, (const char *const *)texts,
+		    lens, n, sent, err, sizeof(err));
+	if (status != 0)
 		ret = ERR(status, "%s", err);
-	} else if (many) {
-		json_t *ids = json_array();
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(ids, json_string(nt_msg_id(msgs[i])));
-		ret = respond_json(s, conn, rq, MHD_HTTP_OK, json_pack(
-		    "{s:s, s:s, s:o}", "status", "ok", "message",
-		    "notifications sent", "ids", ids), NULL, NULL);
-	} else {
-		ret = respond_json(s, conn, rq, MHD_HTTP_OK, json_pack(
-		    "{s:s, s:s, s:s}", "status", "ok", "message",
-		    users[0] ? "notification sent" : "broadcast sent",
-		    "id", nt_msg_id(msgs[0])), NULL, NULL);
-	}
+	else
+		ret = respond_json(s, conn, rq, MHD_HTTP_OK,
+		    sent_answer(users, ids, n, sent, many), NULL, NULL);
 	for (size_t i = 0; msgs != NULL && texts != NULL && i < n; i++) {
 		json_decref(msgs[i]);
 		free(texts[i]);
 	}
 	free(msgs);
 	free(texts);
+	free(ids);
 	free(lens);
+	free(sent);
 	return ret;
 }
 

@@ -23,8 +23,12 @@
 #include "nt_opt.h"
 #include "nt_proxy.h"
 #include "nt_redis.h"
+#include "nt_sdnotify.h"
+#include "nt_userlog.h"
 
 #define DRAIN_DEADLINE_MS 10000
+#define STR(x)  #x
+#define XSTR(x) STR(x)
 
 /*
  * What the table stores that api_config holds in another form (seconds,
@@ -135,7 +139,11 @@ static const struct nt_opt opts[] = {
 	    "only)" },
 	{ "offline-ttl", 0, "DURATION", "NOTIFYD_OFFLINE_TTL", "7d",
 	    nt_opt_duration, &flags.offline_ttl_ms, 1000, 366 * DAY_MS,
-	    "how long stored messages wait for their user" },
+	    "how long a message stays in its user's log" },
+	{ "offline-max", 0, "N", "NOTIFYD_OFFLINE_MAX",
+	    XSTR(NT_DEFAULT_OFFLINE_MAX), nt_opt_int, &cfg.offline_max, 1,
+	    1000000, "entries kept in a user's log: a send trims the oldest "
+	    "past this; from 1 to 1000000" },
 	{ "jwt-secret-file", 0, "FILE", "NOTIFYD_API_JWT_SECRET_FILE", NULL,
 	    parse_readable, &flags.jwt_secret_file, 0, 0,
 	    "accept JWTs signed with this shared secret (HS*) (default: "
@@ -446,6 +454,8 @@ main(int argc, char **argv)
 	    cfg.insecure_no_auth ? ", NO AUTH" : "",
 	    cfg.trusted_proxies.n > 0 ? ", behind trusted proxies" : "");
 	signal_ready(flags.ready_fd);
+	if (nt_sdnotify("READY=1\n", err, sizeof(err)) != 0)
+		nt_log_warn("%s", err);
 
 	serve(srv, auth, &set);
 

@@ -1,9 +1,13 @@
 /*
- * One client connection: its life, the WebSocket frames in (wslay) and
- * out (our own queue of shared frames), timers, and the close; the HTTP
- * request and the upgrade are in handshake.c. A connection is never freed inside one of its
- * callbacks: ntws_conn_kill() closes it and ntws_conn_reap() frees it
- * after the loop iteration.
+ * One client connection: its life, the request head in, WebSocket frames
+ * in (wslay) and out (our own queue of shared frames), timers, and the
+ * close. See conn.h; what the bytes mean is decided by the owner's hooks.
+ *
+ * A connection is never freed inside one of its callbacks: kill closes
+ * the socket and puts it on the dead list; reap, after the loop
+ * iteration, tells the owner (on_gone) and frees it. Closes that happen
+ * inside wslay_event_recv() leave the wslay context to be freed once
+ * wslay has returned (in_wslay).
  *
  * wslay is used only to parse what clients send and to produce its
  * control replies (pong, close). Its context costs about 9 KiB, so it
@@ -17,27 +21,138 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
-#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
+#include <wslay/wslay.h>
 
+#include "conn.h"
+#include "http.h"
+#include "metrics.h"
 #include "nt_log.h"
-#include "ws.h"
 
 #define READ_BUDGET    (256 * 1024) /* bytes read per wakeup per conn */
 #define IOV_MAX_BATCH  64
+
+enum conn_state {
+	CS_HTTP = 0,   /* reading the request head */
+	CS_OPEN,       /* WebSocket frames */
+	CS_CLOSING,    /* flushing, then waiting for the peer's EOF */
+	CS_DEAD,       /* fd closed, waiting to be reaped */
+};
+
+struct ntws_conn {
+	ev_io               io;
+	ev_timer            timer;
+	int                 fd;
+	uint8_t             state;
+	uint8_t             ping_out;       /* a ping waits for its pong */
+	uint8_t             frame_open;     /* wslay holds part of a frame */
+	uint8_t             msg_open;       /* a fragmented message is open */
+	uint8_t             close_sent;
+	uint8_t             was_open;       /* a WebSocket (for close counts) */
+	uint8_t             wr_shut;        /* shutdown(SHUT_WR) done */
+	uint8_t             eof;            /* the peer closed or failed */
+	uint8_t             flush_queued;   /* in g.flushq */
+	uint8_t             in_wslay;       /* inside wslay_event_recv */
+	uint8_t             held;           /* input held by the owner */
+	uint8_t             input_waiting;  /* bytes to parse once released */
+	uint8_t             peer_family;    /* of peer_addr: AF_INET(6) or 0 */
+	uint8_t             drain_armed;    /* drain_at is wanted */
+	uint16_t            close_code;
+	uint16_t            peer_port;      /* 0: not known (behind a proxy) */
+	uint64_t            serial;
+	ev_tstamp           last_rx;
+	ev_tstamp           ping_sent;
+	ev_tstamp           opened_at;
+	ev_tstamp           write_since;    /* last write progress */
+	/* The client for logs: the TCP peer, or the client that a trusted
+	 * proxy names. Binary: text would cost 30 bytes more per connection. */
+	uint8_t             peer_addr[16];
+
+	/* The request head, then its tail not yet given to wslay. */
+	char               *inbuf;
+	uint32_t            inlen, inoff;
+
+	/* wslay context, only while it holds state. */
+	wslay_event_context_ptr ws;
+	uint64_t            ws_fed, ws_done, frame_bytes;
+
+	/* Outbound queue of shared buffers; qv is NULL while empty. */
+	struct ntws_buf   **qv;
+	uint32_t            qhead, qn, qcap, qoff;
+	size_t              qbytes;
+	uint32_t            drain_at;       /* on_drain at or below it */
+
+	const struct ntws_conn_hooks *hooks;
+	void               *owner;
+	struct ntws_conn   *next, *prev;    /* all connections */
+	struct ntws_conn   *dead_next;
+	struct ntws_conn   *flush_next;
+};
+
+static struct {
+	struct ev_loop               *loop;
+	const struct ntws_config     *cfg;
+	const struct ntws_conn_hooks *front;
+	struct ntws_conn             *all, *dead, *flushq;
+	size_t                        n;
+	uint64_t                      next_serial;
+	size_t                        read_budget;  /* of the ws_read() running */
+	char                          rbuf[64 * 1024];  /* discarded input */
+} g;
 
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_flush(struct ntws_conn *c);
 static void conn_update_io(struct ntws_conn *c);
-static void flush_later(struct ntws_conn *c);
+static void ws_read(struct ntws_conn *c);
 
 void
-ntws_conn_timer_in(struct ntws_conn *c, double after)
+ntws_conn_init(struct ev_loop *loop, const struct ntws_config *cfg,
+    const struct ntws_conn_hooks *hooks)
 {
-	ev_timer_stop(c->srv->loop, &c->timer);
+	g.loop = loop;
+	g.cfg = cfg;
+	g.front = hooks;
+}
+
+/* Wall clock in microseconds: latency is measured against the message's
+ * own (wall clock) timestamp. */
+static int64_t
+wall_us(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+static void
+timer_in(struct ntws_conn *c, double after)
+{
+	ev_timer_stop(g.loop, &c->timer);
 	ev_timer_set(&c->timer, after > 0 ? after : 0.001, 0.);
-	ev_timer_start(c->srv->loop, &c->timer);
+	ev_timer_start(g.loop, &c->timer);
+}
+
+/* ---- about a connection ---- */
+
+uint64_t
+ntws_conn_serial(const struct ntws_conn *c)
+{
+	return c->serial;
+}
+
+uint16_t
+ntws_conn_close_code(const struct ntws_conn *c)
+{
+	return c->close_sent ? c->close_code : 1006;
+}
+
+ev_tstamp
+ntws_conn_opened_at(const struct ntws_conn *c)
+{
+	return c->opened_at;
 }
 
 const char *
@@ -95,7 +210,7 @@ peer_from(struct ntws_conn *c, const struct sockaddr *sa)
 }
 
 void
-ntws_conn_accept(struct ntws_server *s, int fd, const struct sockaddr *peer)
+ntws_conn_accept(int fd, const struct sockaddr *peer)
 {
 	struct ntws_conn *c = calloc(1, sizeof(*c));
 
@@ -103,102 +218,57 @@ ntws_conn_accept(struct ntws_server *s, int fd, const struct sockaddr *peer)
 		close(fd);
 		return;
 	}
-	c->srv = s;
 	c->fd = fd;
 	peer_from(c, peer);
-	c->serial = ++s->next_serial;
-	c->state = NTWS_CS_HTTP;
+	c->serial = ++g.next_serial;
+	c->state = CS_HTTP;
+	c->hooks = g.front;
 	ev_io_init(&c->io, conn_io_cb, fd, EV_READ);
 	c->io.data = c;
-	ev_io_start(s->loop, &c->io);
+	ev_io_start(g.loop, &c->io);
 	ev_init(&c->timer, conn_timer_cb);
 	c->timer.data = c;
-	ntws_conn_timer_in(c, s->cfg->handshake_timeout);
-	c->next = s->conns;
-	if (s->conns != NULL)
-		s->conns->prev = c;
-	s->conns = c;
-	c->in_all = 1;
-	s->nconns_total++;
-	s->m.accepted++;
+	timer_in(c, g.cfg->handshake_timeout);
+	c->next = g.all;
+	if (g.all != NULL)
+		g.all->prev = c;
+	g.all = c;
+	g.n++;
+	ntws_m.sockets++;
+	ntws_m.accepted++;
 }
 
-/* ---- users ---- */
+size_t
+ntws_conn_count(void)
+{
+	return g.n;
+}
+
+
+void *
+ntws_conn_owner(const struct ntws_conn *c)
+{
+	return c->owner;
+}
 
 void
-ntws_conn_attach_user(struct ntws_conn *c, const char *name)
+ntws_conn_adopt(struct ntws_conn *c, const struct ntws_conn_hooks *hooks,
+    void *owner)
 {
-	struct ntws_server *s = c->srv;
-	struct ntws_user *u = ntws_user_find(s, name);
-	size_t h, i, n;
-
-	if (u == NULL) {
-		n = strlen(name);
-		if ((u = calloc(1, sizeof(*u) + n + 1)) == NULL)
-			return;
-		memcpy(u->name, name, n + 1);
-		if (s->nusers + 1 > s->nbuckets) {
-			/* Grow the table: rehash every user into twice the buckets. */
-			size_t nb = s->nbuckets ? s->nbuckets * 2 : 1024;
-			struct ntws_user **nt = calloc(nb, sizeof(*nt)), *x, *nx;
-			if (nt != NULL) {
-				for (i = 0; i < s->nbuckets; i++)
-					for (x = s->users[i]; x != NULL; x = nx) {
-						nx = x->hnext;
-						h = ntws_user_hash(x->name) & (nb - 1);
-						x->hnext = nt[h];
-						nt[h] = x;
-					}
-				free(s->users);
-				s->users = nt;
-				s->nbuckets = nb;
-			}
-		}
-		if (s->nbuckets == 0) {
-			free(u);
-			return;
-		}
-		h = ntws_user_hash(u->name) & (s->nbuckets - 1);
-		u->hnext = s->users[h];
-		s->users[h] = u;
-		s->nusers++;
-		ntws_redis_presence(s, u->name, 1);
-	}
-	c->user = u;
-	c->user_next = u->conns;
-	c->user_prev = NULL;
-	if (u->conns != NULL)
-		u->conns->user_prev = c;
-	u->conns = c;
-	u->nconns++;
+	c->hooks = hooks;
+	c->owner = owner;
 }
 
-static void
-user_detach(struct ntws_conn *c)
+int
+ntws_conn_open(const struct ntws_conn *c)
 {
-	struct ntws_server *s = c->srv;
-	struct ntws_user *u = c->user, **pp;
+	return c->state == CS_OPEN && !c->close_sent;
+}
 
-	if (u == NULL)
-		return;
-	if (c->user_prev != NULL)
-		c->user_prev->user_next = c->user_next;
-	else
-		u->conns = c->user_next;
-	if (c->user_next != NULL)
-		c->user_next->user_prev = c->user_prev;
-	c->user = NULL;
-	if (--u->nconns > 0)
-		return;
-	ntws_redis_presence(s, u->name, 0);
-	pp = &s->users[ntws_user_hash(u->name) & (s->nbuckets - 1)];
-	for (; *pp != NULL; pp = &(*pp)->hnext)
-		if (*pp == u) {
-			*pp = u->hnext;
-			break;
-		}
-	s->nusers--;
-	free(u);
+size_t
+ntws_conn_queued(const struct ntws_conn *c)
+{
+	return c->qbytes;
 }
 
 /* ---- outbound queue ---- */
@@ -206,31 +276,29 @@ user_detach(struct ntws_conn *c)
 static void
 queue_drop_all(struct ntws_conn *c, int keep_partial_head)
 {
-	struct ntws_server *s = c->srv;
 	uint32_t keep = keep_partial_head && c->qn > 0 && c->qoff > 0 ? 1 : 0;
 	struct ntws_buf *b;
 
 	while (c->qn > keep) {
-		/* Drop from the tail: undelivered messages stay in Redis. */
+		/* From the tail: what is dropped was never partly written. */
 		b = c->qv[(c->qhead + c->qn - 1) % c->qcap];
 		c->qbytes -= b->len;
-		s->queued_bytes -= b->len;
+		ntws_m.send_queue_bytes -= b->len;
 		ntws_buf_unref(b);
 		c->qn--;
 	}
 	if (c->qn == 0) {
-		if (c->qbytes != 0) {
-			s->queued_bytes -= c->qbytes;
-			c->qbytes = 0;
-		}
+		ntws_m.send_queue_bytes -= c->qbytes;
+		c->qbytes = 0;
 		free(c->qv);
 		c->qv = NULL;
 		c->qcap = c->qhead = c->qoff = 0;
 	}
 }
 
-int
-ntws_conn_push(struct ntws_conn *c, struct ntws_buf *b)
+/* Append b to the queue (takes the reference); -1 when out of memory. */
+static int
+push(struct ntws_conn *c, struct ntws_buf *b)
 {
 	uint32_t i, ncap;
 	struct ntws_buf **nv;
@@ -246,66 +314,17 @@ ntws_conn_push(struct ntws_conn *c, struct ntws_buf *b)
 		c->qcap = ncap;
 		c->qhead = 0;
 	}
+	if (c->qn == 0 && c->state == CS_OPEN) {
+		/* The write deadline runs from now; arm it if it is the next. */
+		c->write_since = ev_now(g.loop);
+		if (ev_timer_remaining(g.loop, &c->timer) > g.cfg->write_timeout)
+			timer_in(c, g.cfg->write_timeout);
+	}
 	c->qv[(c->qhead + c->qn) % c->qcap] = b;
 	c->qn++;
 	c->qbytes += b->len;
-	c->srv->queued_bytes += b->len;
+	ntws_m.send_queue_bytes += b->len;
 	return 0;
-}
-
-int
-ntws_conn_queue_has(const struct ntws_conn *c, const char *id)
-{
-	uint32_t i;
-	const struct ntws_buf *b;
-
-	for (i = 0; i < c->qn; i++) {
-		b = c->qv[(c->qhead + i) % c->qcap];
-		if (b->id != NULL && strcmp(b->id, id) == 0)
-			return 1;
-	}
-	return 0;
-}
-
-static void
-slow_consumer(struct ntws_conn *c)
-{
-	char peer[80];
-
-	c->srv->m.slow_consumers++;
-	nt_log_info("conn %llu (%s): send queue over %zu bytes, closing",
-	    (unsigned long long)c->serial, ntws_conn_peer(c, peer, sizeof(peer)),
-	    c->srv->cfg->send_queue_max);
-	queue_drop_all(c, 1);
-	ntws_conn_close(c, 1013, "slow consumer");
-}
-
-/*
- * Queue b (the caller's reference moves to the queue) and try to write
- * at once. Notifications beyond --send-queue-max close the connection,
- * which frees c->rp: callers that hold it check it afterwards.
- */
-void
-ntws_conn_enqueue(struct ntws_conn *c, struct ntws_buf *b)
-{
-	if (c->state == NTWS_CS_DEAD || c->close_sent) {
-		ntws_buf_unref(b);
-		return;
-	}
-	/* One message alone over the limit still goes into an empty queue:
-	 * refusing it would close its user on every connect. */
-	if (b->notification && c->qbytes > 0 &&
-	    c->qbytes + b->len > c->srv->cfg->send_queue_max) {
-		ntws_buf_unref(b);
-		slow_consumer(c);
-		return;
-	}
-	if (ntws_conn_push(c, b) != 0) {
-		ntws_buf_unref(b);
-		ntws_conn_kill(c);
-		return;
-	}
-	flush_later(c);
 }
 
 /*
@@ -316,74 +335,108 @@ ntws_conn_enqueue(struct ntws_conn *c, struct ntws_buf *b)
 static void
 flush_later(struct ntws_conn *c)
 {
-	struct ntws_server *s = c->srv;
-
-	if (c->flush_queued || c->state == NTWS_CS_DEAD)
+	if (c->flush_queued || c->state == CS_DEAD)
 		return;
 	c->flush_queued = 1;
-	c->flush_next = s->flushq;
-	s->flushq = c;
-}
-
-void
-ntws_conn_flush_all(struct ntws_server *s)
-{
-	struct ntws_conn *c;
-
-	while ((c = s->flushq) != NULL) {
-		s->flushq = c->flush_next;
-		c->flush_queued = 0;
-		if (c->state != NTWS_CS_DEAD) {
-			conn_flush(c);
-			conn_update_io(c);
-		}
-	}
-}
-
-void
-ntws_conn_send_text(struct ntws_conn *c, const char *json, size_t len)
-{
-	struct ntws_buf *b = ntws_buf_frame(WSLAY_TEXT_FRAME, json, len, NULL);
-
-	if (b != NULL) {
-		b->text = 1;
-		ntws_conn_enqueue(c, b);
-	}
+	c->flush_next = g.flushq;
+	g.flushq = c;
 }
 
 static void
+slow_consumer(struct ntws_conn *c)
+{
+	char peer[80];
+
+	ntws_m.slow_consumers++;
+	nt_log_info("conn %llu (%s): send queue over %zu bytes, closing",
+	    (unsigned long long)c->serial, ntws_conn_peer(c, peer, sizeof(peer)),
+	    g.cfg->send_queue_max);
+	queue_drop_all(c, 1);
+	ntws_conn_close(c, 1013, "slow consumer");
+}
+
+int
+ntws_conn_send(struct ntws_conn *c, struct ntws_buf *b, int force)
+{
+	if (c->state == CS_DEAD || c->close_sent) {
+		ntws_buf_unref(b);
+		return NTWS_SEND_CLOSED;
+	}
+	/* One message alone over the limit still goes into an empty queue:
+	 * refusing it would close its user on every connect. */
+	if (b->kind != NTWS_BUF_RAW && !(force && b->kind == NTWS_BUF_NOTE) &&
+	    c->qbytes > 0 && c->qbytes + b->len > g.cfg->send_queue_max) {
+		ntws_buf_unref(b);
+		slow_consumer(c);
+		return NTWS_SEND_CLOSED;
+	}
+	if (push(c, b) != 0) {
+		ntws_buf_unref(b);
+		ntws_conn_kill(c);
+		return NTWS_SEND_CLOSED;
+	}
+	flush_later(c);
+	return NTWS_SEND_QUEUED;
+}
+
+void
+ntws_conn_send_reply(struct ntws_conn *c, const char *json, size_t len)
+{
+	struct ntws_buf *b = ntws_buf_frame(WSLAY_TEXT_FRAME, json, len);
+
+	if (b != NULL) {
+		b->kind = NTWS_BUF_REPLY;
+		ntws_conn_send(c, b, 0);
+	}
+}
+
+void
+ntws_conn_watch_drain(struct ntws_conn *c, size_t bytes)
+{
+	c->drain_at = bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)bytes;
+	c->drain_armed = 1;
+}
+
+void
+ntws_conn_hold_input(struct ntws_conn *c, int on)
+{
+	if (c->state == CS_DEAD || c->held == !!on)
+		return;
+	c->held = !!on;
+	if (!on) {
+		c->last_rx = ev_now(g.loop);   /* the ping clock starts again */
+		if (c->state == CS_OPEN)
+			timer_in(c, 0);        /* open_timer() sets the next */
+		/* Bytes that came with the request: parsed in the flush pass. */
+		if (c->inbuf != NULL)
+			c->input_waiting = 1;
+		flush_later(c);
+	}
+	conn_update_io(c);
+}
+
+/* Counted and told to the owner once written whole. */
+static void
 written(struct ntws_conn *c, struct ntws_buf *b)
 {
-	struct ntws_server *s = c->srv;
-
-	if (b->text) {
-		s->m.messages_out++;
-		s->m.replies++;
-	}
-	if (b->notification) {
-		s->m.deliveries++;
-		s->m.messages_out++;
+	if (b->kind == NTWS_BUF_REPLY) {
+		ntws_m.messages_out++;
+		ntws_m.replies++;
+	} else if (b->kind == NTWS_BUF_NOTE) {
+		ntws_m.deliveries++;
+		ntws_m.messages_out++;
 		if (b->ts_us > 0)
-			ntws_metrics_latency(&s->m,
-			    (double)(ntws_now_us() - b->ts_us) / 1e6);
-		if (b->targeted && b->id != NULL && !c->ack_mode &&
-		    c->user != NULL)
-			ntws_redis_hdel(s, c->user->name, b->id);
-		/*
-		 * A read of the store is pending (a replay restarted after a
-		 * lost subscription): it may have run before this HDEL and
-		 * still list the id, which is no longer in the queue.
-		 */
-		if (b->targeted && b->id != NULL && c->rp != NULL &&
-		    !c->rp->loaded)
-			ntws_seen_add(c, b->id);
-	}
+			ntws_metrics_latency((double)(wall_us() - b->ts_us) / 1e6);
+	} else
+		return;
+	if (c->hooks != NULL && c->hooks->on_written != NULL)
+		c->hooks->on_written(c, b);
 }
 
 static void
 conn_after_flush(struct ntws_conn *c)
 {
-	if (c->qn == 0 && c->close_sent && c->state == NTWS_CS_CLOSING &&
+	if (c->qn == 0 && c->close_sent && c->state == CS_CLOSING &&
 	    !c->wr_shut) {
 		/* Our last byte is out: half-close, wait for the peer's EOF. */
 		shutdown(c->fd, SHUT_WR);
@@ -391,17 +444,41 @@ conn_after_flush(struct ntws_conn *c)
 	}
 }
 
+/* Take w written bytes off the head of the queue. */
+static void
+dequeue(struct ntws_conn *c, size_t w)
+{
+	struct ntws_buf *b;
+
+	while (w > 0 && c->qn > 0 && c->state != CS_DEAD) {
+		b = c->qv[c->qhead];
+		if (w < b->len - c->qoff) {
+			c->qoff += (uint32_t)w;
+			c->qbytes -= w;
+			ntws_m.send_queue_bytes -= w;
+			break;
+		}
+		w -= b->len - c->qoff;
+		c->qbytes -= b->len - c->qoff;
+		ntws_m.send_queue_bytes -= b->len - c->qoff;
+		c->qoff = 0;
+		c->qhead = (c->qhead + 1) % c->qcap;
+		c->qn--;
+		written(c, b);
+		ntws_buf_unref(b);
+	}
+}
+
 static void
 conn_flush(struct ntws_conn *c)
 {
-	struct ntws_server *s = c->srv;
 	struct iovec iov[IOV_MAX_BATCH];
 	struct ntws_buf *b;
 	uint32_t i, n;
 	ssize_t w;
-	size_t left, total;
+	size_t total;
 
-	while (c->qn > 0 && c->state != NTWS_CS_DEAD) {
+	while (c->qn > 0 && c->state != CS_DEAD) {
 		n = c->qn < IOV_MAX_BATCH ? c->qn : IOV_MAX_BATCH;
 		total = 0;
 		for (i = 0; i < n; i++) {
@@ -419,43 +496,25 @@ conn_flush(struct ntws_conn *c)
 			ntws_conn_kill(c);
 			return;
 		}
-		left = (size_t)w;
-		while (left > 0 && c->qn > 0) {
-			b = c->qv[c->qhead];
-			if (left < b->len - c->qoff) {
-				c->qoff += (uint32_t)left;
-				c->qbytes -= left;
-				s->queued_bytes -= left;
-				break;
-			}
-			left -= b->len - c->qoff;
-			c->qbytes -= b->len - c->qoff;
-			s->queued_bytes -= b->len - c->qoff;
-			c->qoff = 0;
-			c->qhead = (c->qhead + 1) % c->qcap;
-			c->qn--;
-			written(c, b);
-			ntws_buf_unref(b);
-		}
+		if (w > 0)
+			c->write_since = ev_now(g.loop);
+		dequeue(c, (size_t)w);
 		if ((size_t)w < total)
 			break;   /* the socket buffer is full */
 	}
+	if (c->state == CS_DEAD)
+		return;
 	if (c->qn == 0 && c->qv != NULL) {
 		free(c->qv);
 		c->qv = NULL;
 		c->qcap = c->qhead = c->qoff = 0;
 	}
 	conn_after_flush(c);
-	/* Room again: the offline replay goes on (queued for this round). */
-	if (c->rp != NULL && c->rp->loaded && c->state == NTWS_CS_REPLAY)
-		ntws_replay_pump(c);
-}
-
-void
-ntws_conn_flush_now(struct ntws_conn *c)
-{
-	conn_flush(c);
-	conn_update_io(c);
+	if (c->drain_armed && c->qbytes <= c->drain_at && ntws_conn_open(c)) {
+		c->drain_armed = 0;
+		if (c->hooks != NULL && c->hooks->on_drain != NULL)
+			c->hooks->on_drain(c);
+	}
 }
 
 static void
@@ -463,13 +522,34 @@ conn_update_io(struct ntws_conn *c)
 {
 	int ev;
 
-	if (c->state == NTWS_CS_DEAD)
+	if (c->state == CS_DEAD)
 		return;
-	ev = EV_READ | (c->qn > 0 ? EV_WRITE : 0);
+	ev = (c->held && c->state == CS_OPEN ? 0 : EV_READ) |
+	    (c->qn > 0 ? EV_WRITE : 0);
 	if ((c->io.events & (EV_READ | EV_WRITE)) != ev) {
-		ev_io_stop(c->srv->loop, &c->io);
+		ev_io_stop(g.loop, &c->io);
 		ev_io_set(&c->io, c->fd, ev);
-		ev_io_start(c->srv->loop, &c->io);
+		if (ev != 0)
+			ev_io_start(g.loop, &c->io);
+	}
+}
+
+void
+ntws_conn_flush_all(void)
+{
+	struct ntws_conn *c;
+
+	while ((c = g.flushq) != NULL) {
+		g.flushq = c->flush_next;
+		c->flush_queued = 0;
+		if (c->state == CS_OPEN && c->input_waiting && !c->held) {
+			c->input_waiting = 0;
+			ws_read(c);
+		}
+		if (c->state != CS_DEAD) {
+			conn_flush(c);
+			conn_update_io(c);
+		}
 	}
 }
 
@@ -480,20 +560,12 @@ begin_closing(struct ntws_conn *c, uint16_t code)
 {
 	c->close_sent = 1;
 	c->close_code = code;
-	ntws_metrics_close(&c->srv->m, code);
-	if (c->state == NTWS_CS_REPLAY || c->state == NTWS_CS_OPEN ||
-	    c->state == NTWS_CS_HTTP)
-		c->state = NTWS_CS_CLOSING;
-	ntws_replay_free(c);
-	ntws_conn_timer_in(c, NTWS_CLOSE_LINGER_S);
+	ntws_metrics_close(code);
+	c->state = CS_CLOSING;
+	timer_in(c, NTWS_CLOSE_LINGER_S);
 	conn_after_flush(c);
 }
 
-/*
- * Send a close frame after what is queued and stop taking messages.
- * The connection stays in its user's list (for the HDEL of what is
- * still being flushed) but receives nothing new.
- */
 void
 ntws_conn_close(struct ntws_conn *c, uint16_t code, const char *reason)
 {
@@ -501,15 +573,16 @@ ntws_conn_close(struct ntws_conn *c, uint16_t code, const char *reason)
 	size_t rlen = reason != NULL ? strlen(reason) : 0;
 	struct ntws_buf *b;
 
-	if (c->state == NTWS_CS_DEAD || c->close_sent)
+	if (c->state == CS_DEAD || c->close_sent)
 		return;
 	if (rlen > sizeof(payload) - 2)
 		rlen = sizeof(payload) - 2;
 	payload[0] = (uint8_t)(code >> 8);
 	payload[1] = (uint8_t)code;
-	memcpy(payload + 2, reason, rlen);
-	b = ntws_buf_frame(WSLAY_CONNECTION_CLOSE, payload, rlen + 2, NULL);
-	if (b == NULL || ntws_conn_push(c, b) != 0) {
+	if (rlen > 0)
+		memcpy(payload + 2, reason, rlen);
+	b = ntws_buf_frame(WSLAY_CONNECTION_CLOSE, payload, rlen + 2);
+	if (b == NULL || push(c, b) != 0) {
 		ntws_buf_unref(b);
 		ntws_conn_kill(c);
 		return;
@@ -522,79 +595,203 @@ ntws_conn_close(struct ntws_conn *c, uint16_t code, const char *reason)
 	conn_update_io(c);
 }
 
-/* The counterpart of the connect line of handshake.c, at the very end. */
-static void
-log_disconnect(const struct ntws_conn *c)
-{
-	char peer[80];
-
-	nt_log_info("conn %llu (%s): user %s disconnected: code %u, %.1fs",
-	    (unsigned long long)c->serial, ntws_conn_peer(c, peer, sizeof(peer)),
-	    c->user->name, c->close_sent ? c->close_code : 1006,
-	    ev_now(c->srv->loop) - c->authed_at);
-}
-
 void
 ntws_conn_kill(struct ntws_conn *c)
 {
-	struct ntws_server *s = c->srv;
-
-	if (c->state == NTWS_CS_DEAD)
+	if (c->state == CS_DEAD)
 		return;
-	if (!c->close_sent && (c->state == NTWS_CS_OPEN ||
-	    c->state == NTWS_CS_REPLAY))
-		ntws_metrics_close(&s->m, 1006);
-	if (c->user != NULL)
-		log_disconnect(c);
-	if (c->authed) {
-		s->nconns_ws--;
-		c->authed = 0;
-	}
-	c->state = NTWS_CS_DEAD;
-	ev_io_stop(s->loop, &c->io);
-	ev_timer_stop(s->loop, &c->timer);
+	if (!c->close_sent && c->was_open)
+		ntws_metrics_close(1006);
+	c->state = CS_DEAD;
+	ev_io_stop(g.loop, &c->io);
+	ev_timer_stop(g.loop, &c->timer);
 	close(c->fd);
 	c->fd = -1;
 	queue_drop_all(c, 0);
-	user_detach(c);
 	/* Killed from a wslay callback: wslay still runs on its context,
-	 * ntws_conn_ws_read() frees it once wslay_event_recv() returns. */
+	 * ws_read() frees it once wslay_event_recv() returns. */
 	if (c->ws != NULL && !c->in_wslay) {
 		wslay_event_context_free(c->ws);
 		c->ws = NULL;
 	}
 	free(c->inbuf);
 	c->inbuf = NULL;
-	ntws_replay_free(c);
-	ntws_seen_free(c);
-	ntws_channels_free(c);
-	c->dead_next = s->dead;
-	s->dead = c;
+	c->dead_next = g.dead;
+	g.dead = c;
 }
 
-/* Free the connections killed during this iteration (ev_prepare). */
-void
-ntws_conn_reap(struct ntws_server *s)
+/*
+ * A connection killed after it was queued for a flush is still linked
+ * in the flush queue: unlink every dead one before any is freed, or the
+ * next ntws_conn_flush_all() walks freed memory.
+ */
+static void
+flushq_drop_dead(void)
 {
-	struct ntws_conn **pp = &s->dead, *c;
+	struct ntws_conn **pp = &g.flushq;
 
-	while ((c = *pp) != NULL) {
-		if (c->redis_pending > 0) {
-			/* A Redis reply still names it: free after the reply. */
-			pp = &c->dead_next;
-			continue;
-		}
-		*pp = c->dead_next;
-		if (c->in_all) {
-			if (c->prev != NULL)
-				c->prev->next = c->next;
-			else
-				s->conns = c->next;
-			if (c->next != NULL)
-				c->next->prev = c->prev;
-			s->nconns_total--;
-		}
+	while (*pp != NULL) {
+		if ((*pp)->state == CS_DEAD) {
+			(*pp)->flush_queued = 0;
+			*pp = (*pp)->flush_next;
+		} else
+			pp = &(*pp)->flush_next;
+	}
+}
+
+void
+ntws_conn_reap(void)
+{
+	struct ntws_conn *c;
+
+	if (g.dead != NULL)
+		flushq_drop_dead();
+	while ((c = g.dead) != NULL) {
+		g.dead = c->dead_next;
+		if (c->hooks != NULL && c->hooks->on_gone != NULL)
+			c->hooks->on_gone(c);
+		if (c->prev != NULL)
+			c->prev->next = c->next;
+		else
+			g.all = c->next;
+		if (c->next != NULL)
+			c->next->prev = c->prev;
+		g.n--;
+		ntws_m.sockets--;
 		free(c);
+	}
+}
+
+void
+ntws_conn_close_all(uint16_t code, const char *reason)
+{
+	struct ntws_conn *c, *next;
+
+	for (c = g.all; c != NULL; c = next) {
+		next = c->next;
+		if (c->state == CS_HTTP)
+			ntws_conn_kill(c);
+		else if (c->state == CS_OPEN)
+			ntws_conn_close(c, code, reason);
+	}
+}
+
+void
+ntws_conn_free_all(void)
+{
+	struct ntws_conn *c;
+
+	for (c = g.all; c != NULL; c = c->next)
+		ntws_conn_kill(c);
+	g.flushq = NULL;
+	ntws_conn_reap();
+}
+
+/* ---- the HTTP phase ---- */
+
+void
+ntws_conn_reply(struct ntws_conn *c, const char *head, size_t hlen,
+    const void *body, size_t blen)
+{
+	struct ntws_buf *b;
+
+	if (c->state != CS_HTTP)
+		return;
+	if ((b = ntws_buf_raw(head, hlen)) == NULL || push(c, b) != 0) {
+		ntws_buf_unref(b);
+		ntws_conn_kill(c);
+		return;
+	}
+	if (blen > 0 && ((b = ntws_buf_raw(body, blen)) == NULL ||
+	    push(c, b) != 0)) {
+		ntws_buf_unref(b);
+		ntws_conn_kill(c);
+		return;
+	}
+	c->close_sent = 1;
+	c->state = CS_CLOSING;
+	timer_in(c, NTWS_CLOSE_LINGER_S);
+	conn_flush(c);
+	conn_update_io(c);
+}
+
+int
+ntws_conn_upgrade(struct ntws_conn *c, const char *resp, size_t len,
+    size_t head_len)
+{
+	struct ntws_buf *b;
+
+	if (c->state != CS_HTTP)
+		return -1;
+	if ((b = ntws_buf_raw(resp, len)) == NULL || push(c, b) != 0) {
+		ntws_buf_unref(b);
+		ntws_conn_kill(c);
+		return -1;
+	}
+	c->state = CS_OPEN;
+	c->was_open = 1;
+	c->opened_at = c->last_rx = c->write_since = ev_now(g.loop);
+	timer_in(c, g.cfg->ping_interval);
+	/* What follows the head belongs to the WebSocket (wslay). */
+	c->inoff = (uint32_t)head_len;
+	if (c->inoff >= c->inlen) {
+		free(c->inbuf);
+		c->inbuf = NULL;
+		c->inlen = c->inoff = 0;
+	}
+	return 0;
+}
+
+static void
+head_read(struct ntws_conn *c)
+{
+	ssize_t n;
+	size_t want, from;
+	char *nb;
+
+	/*
+	 * Never hold more than a head's worth: what follows the head stays
+	 * in the socket for the WebSocket parser, or is a head too large.
+	 */
+	want = NTWS_HTTP_MAX_HEAD + 1 - c->inlen;
+	if (want > sizeof(g.rbuf))
+		want = sizeof(g.rbuf);
+	n = recv(c->fd, g.rbuf, want, 0);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+	    errno != EINTR)) {
+		ntws_conn_kill(c);
+		return;
+	}
+	if (n < 0)
+		return;
+	if ((nb = realloc(c->inbuf, c->inlen + (size_t)n + 1)) == NULL) {
+		ntws_conn_kill(c);
+		return;
+	}
+	c->inbuf = nb;
+	memcpy(c->inbuf + c->inlen, g.rbuf, (size_t)n);
+	from = c->inlen > 3 ? c->inlen - 3 : 0;
+	c->inlen += (uint32_t)n;
+	/*
+	 * Only the new bytes can end the head: look there before parsing it
+	 * all again, or a client sending a byte at a time costs quadratic time.
+	 */
+	if (memmem(c->inbuf + from, c->inlen - from, "\r\n\r\n", 4) == NULL &&
+	    c->inlen < NTWS_HTTP_MAX_HEAD)
+		return;
+	if (c->hooks != NULL && c->hooks->on_head != NULL)
+		c->hooks->on_head(c, c->inbuf, c->inlen);
+	if (c->state == CS_HTTP || c->state == CS_DEAD)
+		return;   /* more to read, or gone */
+	if (c->state == CS_CLOSING) {
+		free(c->inbuf);
+		c->inbuf = NULL;
+		c->inlen = c->inoff = 0;
+	} else if (c->inbuf != NULL && !c->held)
+		ws_read(c);   /* frames that came with the request */
+	if (c->state != CS_DEAD) {
+		conn_flush(c);
+		conn_update_io(c);
 	}
 }
 
@@ -622,13 +819,13 @@ ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
 		c->ws_fed += n;
 		return (ssize_t)n;
 	}
-	if (c->read_budget == 0) {
+	if (g.read_budget == 0 || c->held) {
 		/* Let other connections run; level-triggered io brings us back. */
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
-	if (len > c->read_budget)
-		len = c->read_budget;
+	if (len > g.read_budget)
+		len = g.read_budget;
 	do
 		r = recv(c->fd, buf, len, 0);
 	while (r < 0 && errno == EINTR);
@@ -646,9 +843,9 @@ ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
 		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
 		return -1;
 	}
-	c->read_budget -= (size_t)r;
+	g.read_budget -= (size_t)r;
 	c->ws_fed += (uint64_t)r;
-	c->last_rx = ev_now(c->srv->loop);
+	c->last_rx = ev_now(g.loop);
 	return r;
 }
 
@@ -662,7 +859,7 @@ ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
 
 	if (c->close_sent)
 		return (ssize_t)len;   /* our close went first: drop theirs */
-	if ((b = ntws_buf_raw(data, len)) == NULL || ntws_conn_push(c, b) != 0) {
+	if ((b = ntws_buf_raw(data, len)) == NULL || push(c, b) != 0) {
 		ntws_buf_unref(b);
 		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
 		return -1;
@@ -703,11 +900,12 @@ ws_msg_cb(wslay_event_context_ptr ctx,
 		return;
 	switch (arg->opcode) {
 	case WSLAY_TEXT_FRAME:
-		c->srv->m.client_messages++;
-		ntws_client_message(c, arg->msg, arg->msg_length);
+		ntws_m.client_messages++;
+		if (c->hooks != NULL && c->hooks->on_text != NULL)
+			c->hooks->on_text(c, arg->msg, arg->msg_length);
 		break;
 	case WSLAY_BINARY_FRAME:
-		c->srv->m.client_messages++;
+		ntws_m.client_messages++;
 		ntws_conn_close(c, 1003, "binary messages are not accepted");
 		break;
 	case WSLAY_PONG:
@@ -728,10 +926,10 @@ static const struct wslay_event_callbacks ws_callbacks = {
 	ws_frame_end_cb, ws_msg_cb,
 };
 
-void
-ntws_conn_ws_read(struct ntws_conn *c)
+/* Give the bytes that arrived (and arrive) to the WebSocket parser. */
+static void
+ws_read(struct ntws_conn *c)
 {
-	struct ntws_server *s = c->srv;
 	int r;
 
 	if (c->ws == NULL) {
@@ -740,15 +938,15 @@ ntws_conn_ws_read(struct ntws_conn *c)
 			return;
 		}
 		wslay_event_config_set_max_recv_msg_length(c->ws,
-		    s->cfg->max_message);
+		    g.cfg->max_message);
 		c->ws_fed = c->ws_done = 0;
 		c->frame_open = c->msg_open = 0;
 	}
-	c->read_budget = READ_BUDGET;
+	g.read_budget = READ_BUDGET;
 	c->in_wslay = 1;
 	r = wslay_event_recv(c->ws);
 	c->in_wslay = 0;
-	if (c->state == NTWS_CS_DEAD) {
+	if (c->state == CS_DEAD) {
 		wslay_event_context_free(c->ws);
 		c->ws = NULL;
 		return;
@@ -769,30 +967,27 @@ ntws_conn_ws_read(struct ntws_conn *c)
 		wslay_event_send(c->ws);
 	/* Replies count against the limit too: a client that sends and never
 	 * reads must not grow our queue without bound. */
-	if (!c->close_sent && c->qbytes > s->cfg->send_queue_max)
+	if (!c->close_sent && c->qbytes > g.cfg->send_queue_max)
 		slow_consumer(c);
-	if (!c->close_sent && wslay_event_get_close_sent(c->ws)) {
-		uint16_t code = wslay_event_get_status_code_sent(c->ws);
-		begin_closing(c, code);
-	}
+	if (!c->close_sent && wslay_event_get_close_sent(c->ws))
+		begin_closing(c, wslay_event_get_status_code_sent(c->ws));
+	if (c->state == CS_DEAD)
+		return;
 	if (!c->close_sent && !c->frame_open && !c->msg_open &&
 	    c->ws_fed == c->ws_done && c->inbuf == NULL &&
 	    !wslay_event_want_write(c->ws)) {
 		wslay_event_context_free(c->ws);
 		c->ws = NULL;
 	}
-	conn_flush(c);
-	conn_update_io(c);
 }
 
 /* After our close: throw away what the peer sends until its EOF. */
 static void
 closing_read(struct ntws_conn *c)
 {
-	struct ntws_server *s = c->srv;
 	ssize_t n;
 
-	n = recv(c->fd, s->rbuf, s->rbuf_len, 0);
+	n = recv(c->fd, g.rbuf, sizeof(g.rbuf), 0);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
 	    errno != EINTR))
 		ntws_conn_kill(c);
@@ -807,76 +1002,107 @@ conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		conn_flush(c);
 		conn_update_io(c);
 	}
-	if (c->state == NTWS_CS_DEAD || !(revents & EV_READ))
+	if (c->state == CS_DEAD || !(revents & EV_READ))
 		return;
 	switch (c->state) {
-	case NTWS_CS_HTTP:
-		ntws_http_read(c);
+	case CS_HTTP:
+		head_read(c);
 		break;
-	case NTWS_CS_REPLAY:
-	case NTWS_CS_OPEN:
-		ntws_conn_ws_read(c);
+	case CS_OPEN:
+		if (c->held)
+			break;
+		ws_read(c);
+		if (c->state != CS_DEAD) {
+			conn_flush(c);
+			conn_update_io(c);
+		}
 		break;
-	case NTWS_CS_CLOSING:
+	case CS_CLOSING:
 		closing_read(c);
 		break;
 	}
 }
 
+/* ---- timers: handshake, pings, the write deadline, the linger ---- */
+
 static void
 send_ping(struct ntws_conn *c)
 {
-	struct ntws_buf *b = ntws_buf_frame(WSLAY_PING, NULL, 0, NULL);
+	struct ntws_buf *b = ntws_buf_frame(WSLAY_PING, NULL, 0);
 
 	if (b == NULL)
 		return;
 	c->ping_out = 1;
-	c->ping_sent = ev_now(c->srv->loop);
-	ntws_conn_enqueue(c, b);
+	c->ping_sent = ev_now(g.loop);
+	ntws_conn_send(c, b, 0);
+}
+
+static void
+write_timeout(struct ntws_conn *c)
+{
+	char peer[80];
+
+	ntws_m.write_timeouts++;
+	nt_log_info("conn %llu (%s): nothing written for %.3gs with %zu bytes "
+	    "queued, closing", (unsigned long long)c->serial,
+	    ntws_conn_peer(c, peer, sizeof(peer)), g.cfg->write_timeout,
+	    c->qbytes);
+	queue_drop_all(c, 1);
+	ntws_conn_close(c, 1013, "write timeout");
+}
+
+/* An open connection's timer: the next of its deadlines. */
+static void
+open_timer(struct ntws_conn *c, ev_tstamp now)
+{
+	const struct ntws_config *cfg = g.cfg;
+	double next = cfg->ping_interval;
+
+	if (c->qn > 0 && now - c->write_since >= cfg->write_timeout) {
+		write_timeout(c);
+		return;
+	}
+	if (!c->held && c->ping_out) {
+		if (now - c->ping_sent >= cfg->ping_timeout) {
+			nt_log_info("conn %llu: no pong within %.3gs, closing",
+			    (unsigned long long)c->serial, cfg->ping_timeout);
+			ntws_metrics_close(1006);
+			c->close_sent = 1;   /* counted: kill must not count again */
+			c->close_code = 1006;
+			ntws_conn_kill(c);
+			return;
+		}
+		next = c->ping_sent + cfg->ping_timeout - now;
+	} else if (!c->held) {
+		if (now - c->last_rx >= cfg->ping_interval) {
+			send_ping(c);
+			if (c->state == CS_DEAD || c->close_sent)
+				return;
+			next = cfg->ping_timeout;
+		} else
+			next = cfg->ping_interval - (now - c->last_rx);
+	}
+	if (c->qn > 0 && c->write_since + cfg->write_timeout - now < next)
+		next = c->write_since + cfg->write_timeout - now;
+	timer_in(c, next);
 }
 
 static void
 conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct ntws_conn *c = w->data;
-	const struct ntws_config *cfg = c->srv->cfg;
-	ev_tstamp now = ev_now(loop), idle;
 
 	switch (c->state) {
-	case NTWS_CS_HTTP:
+	case CS_HTTP:
 		nt_log_debug("conn %llu: handshake timeout",
 		    (unsigned long long)c->serial);
 		ntws_conn_kill(c);
-		return;
-	case NTWS_CS_CLOSING:
-		ntws_conn_kill(c);
-		return;
-	case NTWS_CS_REPLAY:
-	case NTWS_CS_OPEN:
 		break;
-	default:
-		return;
+	case CS_CLOSING:
+		ntws_conn_kill(c);
+		break;
+	case CS_OPEN:
+		open_timer(c, ev_now(loop));
+		break;
 	}
-	if (c->seen != NULL && c->srv->r.hb_seen >= c->fence)
-		ntws_seen_free(c);
-	if (c->ping_out) {
-		if (now - c->ping_sent >= cfg->ping_timeout) {
-			nt_log_info("conn %llu: no pong within %.3gs, closing",
-			    (unsigned long long)c->serial, cfg->ping_timeout);
-			ntws_metrics_close(&c->srv->m, 1006);
-			c->close_sent = 1;   /* counted: kill must not count again */
-			c->close_code = 1006;
-			ntws_conn_kill(c);
-			return;
-		}
-		ntws_conn_timer_in(c, c->ping_sent + cfg->ping_timeout - now);
-		return;
-	}
-	idle = now - c->last_rx;
-	if (idle >= cfg->ping_interval) {
-		send_ping(c);
-		ntws_conn_timer_in(c, cfg->ping_timeout);
-		return;
-	}
-	ntws_conn_timer_in(c, cfg->ping_interval - idle);
 }

@@ -1,521 +1,1099 @@
 /*
- * Delivery: live messages from Redis to connections, the offline replay
- * of a connecting user, and the messages clients send.
+ * Delivery: each connection's position in its user's log, live messages,
+ * catch-up reads, read marks, channels and client requests; see
+ * deliver.h and notifyd(7).
  *
- * Exactly once per connection, in order: a connection is registered for
- * live delivery before its HGETALL is sent (the SUBSCRIBE is already
- * live), live messages are held while the replay is in flight, the
- * offline messages go out sorted by id, then the held live ones that
- * the hash did not already hold. Ids replayed are remembered until a
- * heartbeat published after the HGETALL comes back on the subscriber
- * connection: by then every message published before the HGETALL ran
- * has arrived, so a later live copy of a replayed id is impossible.
+ * The rule that makes it exactly once and in order: a session has a
+ * cursor, the last position of its user's log it queued. A live
+ * targeted message at cursor + 1 is queued and moves the cursor; at or
+ * below it, it is a copy of what the session has (dropped); above
+ * cursor + 1 some position did not arrive live (the subscription lost
+ * it, or the session skipped it): the session goes to CATCH-UP, takes
+ * no live messages, and reads the log after its cursor, a page at a
+ * time, until it reaches the page's end of the log and every position
+ * that came live while the page was read; then it takes live messages
+ * again. A session starts in catch-up (registered before its first
+ * read, so that nothing falls between), and every session goes back to
+ * it when the live feed cannot be trusted.
+ *
+ * Memory stays bounded: a page is at most PAGE_COUNT messages and
+ * page_budget bytes, a session asks for its next page only once its
+ * send queue fell under low_water, at most READS_MAX reads are in
+ * flight (the others wait in a FIFO), and past --max-queued-bytes live
+ * messages are not queued: the session catches up from the log later.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
+#include <jansson.h>
+#include <wslay/wslay.h>
 
+#include "buf.h"
+#include "deliver.h"
+#include "metrics.h"
 #include "nt_log.h"
-#include "ws.h"
+#include "nt_msg.h"
+#include "nt_userlog.h"
+#include "nt_uuid.h"
+#include "proto.h"
+#include "users.h"
 
-int64_t
-ntws_now_us(void)
+#define PAGE_COUNT     100            /* messages per page read */
+#define PAGE_BYTES_MAX (256 * 1024)   /* reply bytes per page read */
+#define READS_MAX      16             /* page reads in flight */
+#define ACKS_MAX       64             /* acked ids waiting, per user */
+
+enum { S_CATCHUP = 0, S_LIVE };
+
+struct ntws_sess {
+	struct ntws_conn *conn;          /* NULL once gone */
+	struct ntws_user *user;          /* NULL once gone */
+	struct ntws_sess *unext, *uprev; /* the user's sessions */
+	struct ntws_sess *next, *prev;   /* every session (broadcasts) */
+	struct ntws_sess *wait_next;     /* waiting for a read slot */
+	int64_t           cursor;        /* last position queued */
+	uint32_t          read_feed;     /* feed generation of the read... */
+	uint32_t          read_live;     /* ...the user's live_gen... */
+	uint32_t          read_suspect;  /* ...and suspect_gen, when sent */
+	uint8_t           state;
+	uint8_t           reading;       /* a page read in flight */
+	uint8_t           waiting;       /* in the FIFO */
+	uint8_t           started;       /* its first page is in */
+	uint8_t           ack_mode;
+	uint8_t           gone;          /* its connection is gone */
+	uint16_t          nchannels;
+	char            **channels;
+	char             *since;         /* resume after, until the first page */
+};
+
+static struct {
+	struct ev_loop           *loop;
+	const struct ntws_config *cfg;
+	struct ntws_sess         *all;
+	struct ntws_sess         *wait_head, *wait_tail;
+	struct ntws_user         *dirty;        /* users with marks to write */
+	uint32_t                  inflight;     /* page reads */
+	uint32_t                  marks_inflight;
+	size_t                    page_budget, low_water;
+	ev_tstamp                 refused_logged;
+} d;
+
+static void read_next(struct ntws_sess *s);
+
+/* ---- sessions ---- */
+
+static void
+sess_free(struct ntws_sess *s)
 {
-	struct timeval tv;
+	uint16_t i;
 
-	gettimeofday(&tv, NULL);
-	return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+	for (i = 0; i < s->nchannels; i++)
+		free(s->channels[i]);
+	free(s->channels);
+	free(s->since);
+	free(s);
 }
 
 static int
-cmp_str(const void *a, const void *b)
+sess_open(const struct ntws_sess *s)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	return s->conn != NULL && ntws_conn_open(s->conn);
 }
 
-static int
-seen_has(const struct ntws_conn *c, const char *id)
+/* Leave live delivery: read the log from the cursor on. */
+static void
+start_catchup(struct ntws_sess *s)
 {
-	return c->seen != NULL &&
-	    bsearch(&id, c->seen, c->nseen, sizeof(char *), cmp_str) != NULL;
+	if (s->state == S_LIVE) {
+		s->state = S_CATCHUP;
+		ntws_m.catchups++;
+	}
+	read_next(s);
 }
 
-void
-ntws_seen_free(struct ntws_conn *c)
+/* ---- the log's epoch ---- */
+
+/*
+ * A read says the log is of epoch e. From "unknown" or "no log" this is
+ * just learning it (positions taken live since "no log" are of the log
+ * that then appeared). Any other change means the log was replaced
+ * (expired, lost, deleted): positions of the old one mean nothing in
+ * the new one, so every session starts again from the new one's start.
+ * reader is the session whose page said so, or NULL.
+ */
+static void
+epoch_seen(struct ntws_user *u, const char *e, struct ntws_sess *reader)
 {
-	uint32_t i;
+	struct ntws_sess *t, *next;
 
-	for (i = 0; i < c->nseen; i++)
-		free(c->seen[i]);
-	free(c->seen);
-	c->seen = NULL;
-	c->nseen = 0;
-}
-
-void
-ntws_seen_add(struct ntws_conn *c, const char *id)
-{
-	char **nv, *dup;
-	uint32_t i;
-
-	if (seen_has(c, id) || (dup = strdup(id)) == NULL)
+	if (strcmp(u->epoch, e) == 0 || strlen(e) >= sizeof(u->epoch))
 		return;
-	if ((nv = realloc(c->seen, (c->nseen + 1) * sizeof(*nv))) == NULL) {
-		free(dup);
+	if (u->epoch[0] == '\0' || strcmp(u->epoch, "0") == 0) {
+		strcpy(u->epoch, e);
 		return;
 	}
-	c->seen = nv;
-	/* Ids grow with time: this is nearly always an append. */
-	for (i = c->nseen; i > 0 && strcmp(c->seen[i - 1], id) > 0; i--)
-		c->seen[i] = c->seen[i - 1];
-	c->seen[i] = dup;
-	c->nseen++;
+	nt_log_info("user %s: log replaced (epoch %s, now %s): reading it "
+	    "again from its start", u->name, u->epoch, e);
+	strcpy(u->epoch, e);
+	u->epoch_gen++;
+	u->top_seq = u->top_ms = 0;
+	u->mark_pos = u->mark_sent = 0;
+	for (t = u->sessions; t != NULL; t = next) {
+		next = t->unext;
+		t->cursor = 0;
+		/* The reader goes on with the page it holds, of the new log. */
+		if (t->started && t != reader)
+			start_catchup(t);
+	}
+}
+
+/* When the message id[0..len) was made (its UUIDv7 time), or 0. */
+static uint64_t
+id_ms(const char *id, size_t len)
+{
+	char text[NT_UUID_STRLEN + 1];
+	uint64_t ms;
+
+	if (id == NULL || len != NT_UUID_STRLEN)
+		return 0;
+	memcpy(text, id, len);
+	text[len] = '\0';
+	return nt_uuid7_time_ms(text, &ms) == 0 ? ms : 0;
+}
+
+/* Remember seq, made at ms, as the highest position known of the log. */
+static void
+top_seen(struct ntws_user *u, int64_t seq, uint64_t ms)
+{
+	if (seq > u->top_seq) {
+		u->top_seq = seq;
+		u->top_ms = ms;
+	}
+}
+
+/* ---- page reads ---- */
+
+static void
+wait_push(struct ntws_sess *s)
+{
+	s->waiting = 1;
+	s->wait_next = NULL;
+	if (d.wait_tail != NULL)
+		d.wait_tail->wait_next = s;
+	else
+		d.wait_head = s;
+	d.wait_tail = s;
+	ntws_m.page_reads_waiting++;
+}
+
+static struct ntws_sess *
+wait_pop(void)
+{
+	struct ntws_sess *s = d.wait_head;
+
+	if (s == NULL)
+		return NULL;
+	d.wait_head = s->wait_next;
+	if (d.wait_head == NULL)
+		d.wait_tail = NULL;
+	s->waiting = 0;
+	ntws_m.page_reads_waiting--;
+	return s;
+}
+
+/* Bytes held for sockets plus the replies reserved: --max-queued-bytes. */
+static size_t
+held_bytes(void)
+{
+	return ntws_buf_bytes() + (size_t)ntws_m.page_bytes;
+}
+
+static int
+slot_free(void)
+{
+	if (d.inflight >= READS_MAX)
+		return 0;
+	/* One read always goes: with nothing in flight it is the way on. */
+	return d.inflight == 0 ||
+	    held_bytes() + d.page_budget <= d.cfg->max_queued_bytes;
+}
+
+static void page_cb(const redisReply *r, void *arg);
+
+static void
+send_read(struct ntws_sess *s)
+{
+	struct ntws_user *u = s->user;
+	const char *mode = "after", *arg, *epoch = u->epoch;
+	char pos[24];
+
+	if (!s->started) {
+		mode = s->since != NULL ? "since" : "unread";
+		arg = s->since;
+		epoch = "";
+	} else {
+		snprintf(pos, sizeof(pos), "%lld", (long long)s->cursor);
+		arg = pos;
+	}
+	if (ntws_rds_read_page(u->name, mode, arg, PAGE_COUNT,
+	    (long long)d.page_budget, epoch, page_cb, s) != 0)
+		return;   /* Redis away: on_ready asks again */
+	s->reading = 1;
+	s->read_feed = (uint32_t)ntws_rds_feed_gen();
+	s->read_live = u->live_gen;
+	s->read_suspect = u->suspect_gen;
+	d.inflight++;
+	ntws_m.page_reads_inflight++;
+	ntws_m.page_bytes += d.page_budget;
+}
+
+/* Whether s should read a page now. */
+static int
+wants_read(const struct ntws_sess *s)
+{
+	return s->state == S_CATCHUP && !s->reading && !s->waiting &&
+	    !s->gone && sess_open(s) && ntws_rds_ready();
+}
+
+/* Read the next page of s's log when it is time, or wait for it. */
+static void
+read_next(struct ntws_sess *s)
+{
+	if (!wants_read(s))
+		return;
+	if (ntws_conn_queued(s->conn) > d.low_water) {
+		ntws_conn_watch_drain(s->conn, d.low_water);
+		return;
+	}
+	if (d.wait_head != NULL || !slot_free())
+		wait_push(s);
+	else
+		send_read(s);
+}
+
+/*
+ * The position of a message of the log: the append script adds "seq" as
+ * its last member, so it is read from the end; anything else is parsed.
+ */
+static int64_t
+msg_seq(const char *m, size_t len)
+{
+	json_t *obj, *v;
+	int64_t seq = 0;
+	size_t end = len - 1, i;
+
+	if (len > 8 && m[end] == '}') {
+		for (i = end; i > 0 && m[i - 1] >= '0' && m[i - 1] <= '9'; i--)
+			;
+		if (i < end && end - i <= 18 && i >= 6 &&
+		    memcmp(m + i - 6, "\"seq\":", 6) == 0) {
+			for (; i < end; i++)
+				seq = seq * 10 + (m[i] - '0');
+			return seq;
+		}
+	}
+	obj = json_loadb(m, len, 0, NULL);
+	v = json_object_get(obj, "seq");
+	seq = json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
+	json_decref(obj);
+	return seq;
+}
+
+/* The id of a message of the log: its first member, as notifyd writes. */
+static const char *
+msg_id(const char *m, size_t len, size_t *idlen)
+{
+	const char *end;
+
+	if (len < 8 || memcmp(m, "{\"id\":\"", 7) != 0 ||
+	    (end = memchr(m + 7, '"', len - 7)) == NULL)
+		return NULL;
+	*idlen = (size_t)(end - m - 7);
+	return m + 7;
+}
+
+/* Queue the messages of a page after s's cursor, in order. */
+static void
+queue_page(struct ntws_sess *s, const struct nt_userlog_page *page)
+{
+	struct ntws_user *u = s->user;
+	const redisReply *m;
+	struct ntws_buf *b;
+	const char *id;
+	size_t i, idlen = 0;
+	int64_t seq;
+
+	for (i = 0; i < page->n && sess_open(s); i++) {
+		m = page->msgs[i];
+		if ((seq = msg_seq(m->str, m->len)) <= s->cursor)
+			continue;
+		if ((b = ntws_buf_frame(WSLAY_TEXT_FRAME, m->str, m->len)) == NULL)
+			break;
+		b->kind = NTWS_BUF_NOTE;
+		b->seq = seq;
+		b->epoch_gen = u->epoch_gen;
+		/* Bounded by the page budget, not by --send-queue-max. */
+		if (ntws_conn_send(s->conn, b, 1) != NTWS_SEND_QUEUED)
+			break;
+		s->cursor = seq;
+		ntws_m.replayed++;
+	}
+	if (page->n > 0) {
+		m = page->msgs[page->n - 1];
+		id = msg_id(m->str, m->len, &idlen);
+		top_seen(u, msg_seq(m->str, m->len), id_ms(id, idlen));
+	}
 }
 
 static void
-backlog_free(struct ntws_replay *rp)
+send_resume(struct ntws_sess *s, int recovered)
 {
-	uint32_t i;
+	size_t len;
+	char *text = ntws_proto_resume(s->since, recovered, &len);
 
-	for (i = 0; i < rp->nbacklog; i++)
-		ntws_buf_unref(rp->backlog[i]);
-	free(rp->backlog);
-	rp->backlog = NULL;
-	rp->nbacklog = rp->bpos = 0;
-	rp->loaded = 0;
+	if (recovered)
+		ntws_m.resumes_recovered++;
+	else
+		ntws_m.resumes_lost++;
+	if (text != NULL) {
+		ntws_conn_send_reply(s->conn, text, len);
+		free(text);
+	}
 }
 
-void
-ntws_replay_free(struct ntws_conn *c)
+/*
+ * After a page: live from here? Only when the session reached the end
+ * of the log as it was read, the feed stayed whole since the read was
+ * sent (what was published after it will come live), and whatever came
+ * live while it was read is already in the queue. A user's messages
+ * come live in position order, so the last one is the highest; one that
+ * looked like a replaced log needs a read that sees the new log.
+ */
+static int
+caught_up(const struct ntws_sess *s, const struct nt_userlog_page *page)
 {
-	uint32_t i;
+	const struct ntws_user *u = s->user;
 
-	if (c->rp == NULL)
+	return s->cursor >= page->last &&
+	    s->read_feed == (uint32_t)ntws_rds_feed_gen() && ntws_rds_ready() &&
+	    (s->read_live == u->live_gen || s->cursor >= u->live_last) &&
+	    s->read_suspect == u->suspect_gen;
+}
+
+static void
+page_cb(const redisReply *r, void *arg)
+{
+	struct ntws_sess *s = arg;
+	struct nt_userlog_page page;
+	struct ntws_user *u;
+	char err[160];
+
+	s->reading = 0;
+	d.inflight--;
+	ntws_m.page_reads_inflight--;
+	ntws_m.page_bytes -= d.page_budget;
+	if (s->gone) {
+		if (!s->waiting)
+			sess_free(s);
 		return;
-	for (i = c->rp->ppos; i < c->rp->npending; i++)
-		ntws_buf_unref(c->rp->pending[i]);
-	free(c->rp->pending);
-	backlog_free(c->rp);
-	free(c->rp);
-	c->rp = NULL;
+	}
+	if (r == NULL || !sess_open(s))
+		return;   /* the command connection was lost: on_ready again */
+	u = s->user;
+	if (nt_userlog_page_parse(r, &page, err, sizeof(err)) != 0) {
+		nt_log_warn("user %s: log read failed: %s", u->name, err);
+		ntws_conn_close(s->conn, 1011, "log read failed");
+		return;
+	}
+	ntws_m.pages_read++;
+	epoch_seen(u, page.epoch, s);
+	if (!s->started) {
+		s->started = 1;
+		s->cursor = 0;   /* the page starts where the client asked */
+		if (s->since != NULL) {
+			send_resume(s, page.found);
+			free(s->since);
+			s->since = NULL;
+		}
+		ntws_conn_hold_input(s->conn, 0);
+	}
+	queue_page(s, &page);
+	if (page.end > s->cursor)
+		s->cursor = page.end;
+	if (!sess_open(s))
+		return;
+	if (caught_up(s, &page))
+		s->state = S_LIVE;
+	else
+		read_next(s);
 }
 
-void
-ntws_channels_free(struct ntws_conn *c)
-{
-	uint16_t i;
+/* ---- live messages ---- */
 
-	for (i = 0; i < c->nchannels; i++)
-		free(c->channels[i]);
-	free(c->channels);
-	c->channels = NULL;
-	c->nchannels = 0;
+struct live {
+	const char      *json;
+	size_t           len;
+	int64_t          ts_us, seq;
+	struct ntws_buf *b;       /* framed on first use */
+};
+
+static struct ntws_buf *
+live_buf(struct live *l, uint32_t epoch_gen)
+{
+	if (l->b == NULL &&
+	    (l->b = ntws_buf_frame(WSLAY_TEXT_FRAME, l->json, l->len)) != NULL) {
+		l->b->kind = NTWS_BUF_NOTE;
+		l->b->ts_us = l->ts_us;
+		l->b->seq = l->seq;
+		l->b->epoch_gen = epoch_gen;
+	}
+	return l->b;
 }
 
 static int
-subscribed(const struct ntws_conn *c, const char *channel)
+subscribed(const struct ntws_sess *s, const char *channel)
 {
 	uint16_t i;
 
-	for (i = 0; i < c->nchannels; i++)
-		if (strcmp(c->channels[i], channel) == 0)
+	for (i = 0; i < s->nchannels; i++)
+		if (strcmp(s->channels[i], channel) == 0)
 			return 1;
 	return 0;
 }
 
-/* Hold a live message while the replay is in flight. */
 static void
-hold(struct ntws_conn *c, struct ntws_buf *b)
+live_broadcast(struct live *l, const char *channel)
 {
-	struct ntws_replay *rp = c->rp;
-	struct ntws_buf **nv;
-	uint32_t ncap;
-
-	if (rp->pending_bytes + b->len > c->srv->cfg->send_queue_max) {
-		c->srv->m.slow_consumers++;
-		ntws_conn_close(c, 1013, "slow consumer");
-		return;
-	}
-	if (rp->npending == rp->cap) {
-		ncap = rp->cap ? rp->cap * 2 : 8;
-		if ((nv = realloc(rp->pending, ncap * sizeof(*nv))) == NULL) {
-			ntws_conn_kill(c);
-			return;
-		}
-		rp->pending = nv;
-		rp->cap = ncap;
-	}
-	rp->pending[rp->npending++] = ntws_buf_ref(b);
-	rp->pending_bytes += b->len;
-}
-
-void
-ntws_deliver_to(struct ntws_conn *c, struct ntws_buf *b)
-{
-	if (c->close_sent)
-		return;
-	if (c->state == NTWS_CS_REPLAY && c->rp != NULL) {
-		hold(c, b);
-		return;
-	}
-	if (c->state != NTWS_CS_OPEN)
-		return;
-	if (c->seen != NULL && c->srv->r.hb_seen >= c->fence)
-		ntws_seen_free(c);
-	if (b->targeted && b->id != NULL && seen_has(c, b->id)) {
-		c->srv->m.duplicates_dropped++;
-		return;
-	}
-	ntws_conn_enqueue(c, ntws_buf_ref(b));
-}
-
-/* A message published on the notifications channel. */
-void
-ntws_deliver_payload(struct ntws_server *s, const char *json, size_t len)
-{
-	char err[128];
-	json_t *msg, *ts;
-	const char *id, *user, *channel;
+	struct ntws_sess *t;
 	struct ntws_buf *b;
-	struct ntws_user *u;
-	struct ntws_conn *c, *next;
-	int64_t ts_us = 0;
 
-	s->m.messages_in++;
+	for (t = d.all; t != NULL; t = t->next) {
+		/* A resuming client gets its resume frame first. */
+		if (!sess_open(t) || t->since != NULL ||
+		    (channel != NULL && !subscribed(t, channel)))
+			continue;
+		if ((b = live_buf(l, 0)) == NULL)
+			return;
+		ntws_conn_send(t->conn, ntws_buf_ref(b), 0);
+	}
+}
+
+/* A targeted message from a sender that predates the log: live only. */
+static void
+live_unordered(struct ntws_user *u, struct live *l)
+{
+	struct ntws_sess *t;
+	struct ntws_buf *b;
+
+	for (t = u->sessions; t != NULL; t = t->unext) {
+		if (!sess_open(t) || !t->started)
+			continue;
+		if ((b = live_buf(l, 0)) == NULL)
+			return;
+		ntws_conn_send(t->conn, ntws_buf_ref(b), 0);
+	}
+}
+
+static void
+live_targeted(struct ntws_user *u, struct live *l, const char *id)
+{
+	struct ntws_sess *t, *next;
+	struct ntws_buf *b;
+	uint64_t ms = id_ms(id, id != NULL ? strlen(id) : 0);
+
+	u->live_gen++;
+	u->live_last = l->seq;
+	/*
+	 * On one subscription a user's positions arrive in order; one at or
+	 * below the highest known, made later than the message there, is
+	 * from a log that replaced it: everyone reads to find out.
+	 */
+	if (l->seq <= u->top_seq && u->top_ms != 0 && ms > u->top_ms) {
+		nt_log_debug("user %s: position %lld arrived again with a newer "
+		    "id: reading the log", u->name, (long long)l->seq);
+		u->suspect_gen++;
+		for (t = u->sessions; t != NULL; t = next) {
+			next = t->unext;
+			start_catchup(t);
+		}
+		return;
+	}
+	top_seen(u, l->seq, ms);
+	for (t = u->sessions; t != NULL; t = next) {
+		next = t->unext;
+		if (t->state != S_LIVE || !sess_open(t))
+			continue;
+		if (l->seq <= t->cursor) {
+			ntws_m.duplicates_dropped++;
+		} else if (l->seq != t->cursor + 1) {
+			ntws_m.gaps++;
+			start_catchup(t);
+		} else if (held_bytes() > d.cfg->max_queued_bytes) {
+			ntws_m.deferred++;
+			start_catchup(t);
+		} else if ((b = live_buf(l, u->epoch_gen)) != NULL &&
+		    ntws_conn_send(t->conn, ntws_buf_ref(b), 0) ==
+		    NTWS_SEND_QUEUED)
+			t->cursor = l->seq;
+	}
+}
+
+static void
+on_message(const char *json, size_t len)
+{
+	struct live l = { json, len, 0, 0, NULL };
+	struct ntws_user *u = NULL;
+	const char *user, *ts;
+	json_t *msg, *seq;
+	char err[128];
+
+	ntws_m.messages_in++;
 	if ((msg = nt_msg_decode(json, len, err, sizeof(err))) == NULL) {
 		nt_log_warn("ignoring a malformed message from Redis: %s", err);
 		return;
 	}
-	id = nt_msg_id(msg);
 	user = nt_msg_target_user(msg);
-	channel = nt_msg_channel(msg);
-	ts = json_object_get(msg, "timestamp");
-	if (json_is_string(ts) &&
-	    nt_timestamp_parse_us(json_string_value(ts), &ts_us) != 0)
-		ts_us = 0;
-	b = ntws_buf_frame(WSLAY_TEXT_FRAME, json, len, user ? id : NULL);
-	if (b == NULL) {
+	if (user != NULL &&
+	    ((u = ntws_users_find(user)) == NULL || u->nsess == 0)) {
 		json_decref(msg);
 		return;
 	}
-	b->notification = 1;
-	b->targeted = user != NULL;
-	b->ts_us = ts_us;
-	if (user != NULL) {
-		if ((u = ntws_user_find(s, user)) != NULL)
-			for (c = u->conns; c != NULL; c = next) {
-				next = c->user_next;
-				ntws_deliver_to(c, b);
-			}
-	} else {
-		for (c = s->conns; c != NULL; c = c->next)
-			if (c->authed && (channel == NULL || subscribed(c, channel)))
-				ntws_deliver_to(c, b);
-	}
-	ntws_buf_unref(b);
+	ts = json_string_value(json_object_get(msg, "timestamp"));
+	if (ts == NULL || nt_timestamp_parse_us(ts, &l.ts_us) != 0)
+		l.ts_us = 0;
+	seq = json_object_get(msg, "seq");
+	l.seq = json_is_integer(seq) ? (int64_t)json_integer_value(seq) : 0;
+	if (user == NULL)
+		live_broadcast(&l, nt_msg_channel(msg));
+	else if (l.seq <= 0)
+		live_unordered(u, &l);
+	else
+		live_targeted(u, &l, nt_msg_id(msg));
+	ntws_buf_unref(l.b);
 	json_decref(msg);
 }
 
-/* ---- offline replay ---- */
-
-/*
- * Remember the ids of backlog[0..n) (all sent) until the fence: a live
- * copy of one of them may still be on its way from Redis.
- */
+/* The subscription is gone: no session can trust what comes live. */
 static void
-remember(struct ntws_conn *c, struct ntws_buf **backlog, uint32_t n)
+on_feed_lost(void)
 {
-	char **seen;
-	uint32_t i, k = 0;
+	struct ntws_sess *t;
 
-	if (n == 0)
-		return;
-	if ((seen = malloc((c->nseen + n) * sizeof(*seen))) == NULL)
-		return;
-	for (i = 0; i < c->nseen; i++)
-		seen[k++] = c->seen[i];
-	for (i = 0; i < n; i++)
-		if ((seen[k] = strdup(backlog[i]->id)) != NULL)
-			k++;
-	free(c->seen);
-	c->seen = seen;
-	c->nseen = k;
-	qsort(c->seen, c->nseen, sizeof(char *), cmp_str);
+	for (t = d.all; t != NULL; t = t->next)
+		if (t->state == S_LIVE) {
+			t->state = S_CATCHUP;
+			ntws_m.catchups++;
+		}
 }
 
-void
-ntws_replay_begin(struct ntws_conn *c)
+/* Subscribed with a working command connection: catch up. */
+static void
+on_ready(void)
 {
-	struct ntws_replay *rp;
+	struct ntws_sess *t;
 
-	if (c->close_sent || c->state == NTWS_CS_DEAD)
-		return;
-	if (c->rp == NULL && (c->rp = calloc(1, sizeof(*c->rp))) == NULL) {
-		ntws_conn_kill(c);
-		return;
-	}
-	rp = c->rp;
-	if (rp->loaded) {
-		/* Restarted mid-replay: what went out is remembered, the rest
-		 * comes again from the new read. */
-		remember(c, rp->backlog, rp->bpos);
-		backlog_free(rp);
-	}
-	c->state = NTWS_CS_REPLAY;
-	c->replay_gen++;
-	rp->inflight = 0;
-	/* The ids remembered (and those written until the read is in) must
-	 * outlive the read: the fence is set again once its reply is in. */
-	c->fence = UINT64_MAX;
-	if (ntws_redis_can_replay(c->srv))
-		ntws_redis_hgetall(c->srv, c);
+	for (t = d.all; t != NULL; t = t->next)
+		read_next(t);
 }
 
-/* The subscriber connection was lost: every connection replays again. */
-void
-ntws_replay_restart_all(struct ntws_server *s)
-{
-	struct ntws_conn *c;
+const struct ntws_rds_hooks ntws_deliver_redis_hooks = {
+	on_message, on_feed_lost, on_ready,
+};
 
-	for (c = s->conns; c != NULL; c = c->next)
-		if (c->state == NTWS_CS_OPEN || c->state == NTWS_CS_REPLAY)
-			ntws_replay_begin(c);
-}
-
-void
-ntws_replay_kick_all(struct ntws_server *s)
-{
-	struct ntws_conn *c;
-
-	for (c = s->conns; c != NULL; c = c->next)
-		if (c->state == NTWS_CS_REPLAY && c->rp != NULL &&
-		    !c->rp->inflight && !c->rp->loaded)
-			ntws_redis_hgetall(s, c);
-}
-
-static int
-cmp_buf_id(const void *a, const void *b)
-{
-	return strcmp((*(struct ntws_buf *const *)a)->id,
-	    (*(struct ntws_buf *const *)b)->id);
-}
-
-static int
-room_for(const struct ntws_conn *c, const struct ntws_buf *b)
-{
-	/* Keep half the queue free for control frames and replies. */
-	return c->qbytes == 0 ||
-	    c->qbytes + b->len <= c->srv->cfg->send_queue_max / 2;
-}
+/* ---- read marks ---- */
 
 /*
- * Feed the queue: offline messages in id order, then the live ones held
- * meanwhile (minus those the backlog already had). Called when the
- * HGETALL reply is in and whenever the queue drains.
+ * A read mark only decides what a new device is offered (notifyd(7)):
+ * one that is lost or late means a message is offered again, never that
+ * one is missed. So what waits for Redis is kept small and bounded by
+ * the users connected: per user the highest position read and at most
+ * ACKS_MAX acknowledged ids (the oldest dropped past it), and at most
+ * one round of mark commands in flight.
  */
-void
-ntws_replay_pump(struct ntws_conn *c)
-{
-	struct ntws_replay *rp = c->rp;
-	struct ntws_buf *b;
-
-	if (rp == NULL || !rp->loaded)
-		return;
-	while (rp->bpos < rp->nbacklog && !c->close_sent &&
-	    c->state == NTWS_CS_REPLAY) {
-		b = rp->backlog[rp->bpos];
-		if (!room_for(c, b))
-			return;
-		rp->bpos++;
-		c->srv->m.replayed++;
-		ntws_conn_enqueue(c, ntws_buf_ref(b));
-		if (c->rp != rp)
-			return;   /* closed or killed: the replay is gone */
-	}
-	if (c->close_sent || c->state != NTWS_CS_REPLAY)
-		return;
-	if (rp->nbacklog > 0) {
-		remember(c, rp->backlog, rp->nbacklog);
-		backlog_free(rp);
-		rp->loaded = 1;
-	}
-	if (c->seen != NULL)
-		c->fence = rp->fence;
-	while (rp->ppos < rp->npending && !c->close_sent &&
-	    c->state == NTWS_CS_REPLAY) {
-		b = rp->pending[rp->ppos];
-		if (b->targeted && b->id != NULL && seen_has(c, b->id)) {
-			c->srv->m.duplicates_dropped++;
-		} else {
-			if (!room_for(c, b))
-				return;
-			ntws_conn_enqueue(c, ntws_buf_ref(b));
-			if (c->rp != rp)
-				return;
-		}
-		rp->ppos++;
-		rp->pending_bytes -= b->len;
-		ntws_buf_unref(b);
-	}
-	if (c->close_sent || c->state != NTWS_CS_REPLAY)
-		return;
-	/* Through: live delivery from now on. */
-	c->state = NTWS_CS_OPEN;
-	ntws_replay_free(c);
-}
-
-/*
- * The HGETALL reply (NULL: treat as empty): frame the offline messages,
- * sort them by id, and start feeding the queue.
- */
-void
-ntws_replay_done(struct ntws_conn *c, redisReply *reply)
-{
-	struct ntws_replay *rp = c->rp;
-	struct ntws_buf *b;
-	redisReply *k, *v;
-	size_t i, n = 0;
-
-	rp->inflight = 0;
-	rp->loaded = 1;
-	/* Live copies of these may arrive until a later heartbeat does. */
-	rp->fence = c->srv->r.hb_next;
-	if (reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
-	    reply->elements >= 2 &&
-	    (rp->backlog = calloc(reply->elements / 2, sizeof(*rp->backlog)))) {
-		for (i = 0; i + 1 < reply->elements; i += 2) {
-			k = reply->element[i];
-			v = reply->element[i + 1];
-			if (k->type != REDIS_REPLY_STRING ||
-			    v->type != REDIS_REPLY_STRING)
-				continue;
-			/* After a Redis reconnect: already sent, or queued. */
-			if (seen_has(c, k->str) || ntws_conn_queue_has(c, k->str))
-				continue;
-			b = ntws_buf_frame(WSLAY_TEXT_FRAME, v->str, v->len, k->str);
-			if (b == NULL)
-				break;
-			b->notification = 1;
-			b->targeted = 1;
-			rp->backlog[n++] = b;
-		}
-		rp->nbacklog = (uint32_t)n;
-		qsort(rp->backlog, n, sizeof(*rp->backlog), cmp_buf_id);
-	}
-	ntws_replay_pump(c);
-}
-
-/* ---- client messages ---- */
 
 static void
-reply_json(struct ntws_conn *c, json_t *obj)
+mark_dirty(struct ntws_user *u)
 {
-	char *text;
-
-	if (obj == NULL)
+	if (u->dirty)
 		return;
-	text = json_dumps(obj, JSON_COMPACT);
-	json_decref(obj);
+	u->dirty = 1;
+	u->dirty_prev = NULL;
+	u->dirty_next = d.dirty;
+	if (d.dirty != NULL)
+		d.dirty->dirty_prev = u;
+	d.dirty = u;
+	ntws_m.marks_pending++;
+}
+
+static void
+mark_clean(struct ntws_user *u)
+{
+	if (!u->dirty)
+		return;
+	if (u->dirty_prev != NULL)
+		u->dirty_prev->dirty_next = u->dirty_next;
+	else
+		d.dirty = u->dirty_next;
+	if (u->dirty_next != NULL)
+		u->dirty_next->dirty_prev = u->dirty_prev;
+	u->dirty = 0;
+	u->dirty_next = u->dirty_prev = NULL;
+	ntws_m.marks_pending--;
+}
+
+static void
+acks_clear(struct ntws_user *u)
+{
+	while (u->nacks > 0) {
+		free(u->acks[u->ack_head]);
+		u->ack_head = (u->ack_head + 1) % ACKS_MAX;
+		u->nacks--;
+	}
+	free(u->acks);
+	u->acks = NULL;
+	u->ack_head = 0;
+}
+
+static void
+mark_read(struct ntws_user *u, int64_t pos)
+{
+	if (pos <= u->mark_pos)
+		return;
+	u->mark_pos = pos;
+	if (pos > u->mark_sent)
+		mark_dirty(u);
+}
+
+/* Keep an acknowledged id (taken) until it is written; 0, or -1. */
+static void
+mark_ack(struct ntws_user *u, char *id)
+{
+	if (u->acks == NULL && (u->acks = calloc(ACKS_MAX,
+	    sizeof(*u->acks))) == NULL) {
+		free(id);
+		return;
+	}
+	if (u->nacks == ACKS_MAX) {
+		/* The oldest goes: it only means a new device sees it again. */
+		free(u->acks[u->ack_head]);
+		u->ack_head = (u->ack_head + 1) % ACKS_MAX;
+		u->nacks--;
+		ntws_m.acks_dropped++;
+	}
+	u->acks[(u->ack_head + u->nacks) % ACKS_MAX] = id;
+	u->nacks++;
+	mark_dirty(u);
+}
+
+/* A user without sessions goes once nothing of it waits for Redis. */
+static void
+user_release(struct ntws_user *u)
+{
+	if (u->nsess > 0 || u->marks_inflight > 0 || u->probing)
+		return;
+	if (u->dirty && ntws_rds_cmd_up())
+		return;   /* written at the next tick, then released */
+	mark_clean(u);
+	acks_clear(u);
+	ntws_users_remove(u);
+}
+
+struct mark_call {
+	struct ntws_user *u;
+	int64_t           pos;        /* 0: an ack */
+	uint32_t          epoch_gen;
+	char             *id;
+};
+
+static void
+mark_cb(const redisReply *r, void *arg)
+{
+	struct mark_call *q = arg;
+	struct ntws_user *u = q->u;
+
+	u->marks_inflight--;
+	d.marks_inflight--;
+	if (r != NULL && r->type != REDIS_REPLY_ERROR) {
+		ntws_m.marks_written++;
+		if (q->pos > u->mark_sent && q->epoch_gen == u->epoch_gen)
+			u->mark_sent = q->pos;
+		free(q->id);
+	} else if (r == NULL) {
+		/* Lost with the connection: it waits for the next one. */
+		if (q->id != NULL)
+			mark_ack(u, q->id);
+		else if (q->epoch_gen == u->epoch_gen && u->mark_pos > u->mark_sent)
+			mark_dirty(u);
+	} else {
+		/* E.g. OOM under maxmemory: not retried (notifyd(7)); said once
+		 * a second at most, not once per user. */
+		if (ev_now(d.loop) - d.refused_logged >= 1.0) {
+			d.refused_logged = ev_now(d.loop);
+			nt_log_warn("user %s: read mark refused: %s", u->name,
+			    r->str);
+		}
+		free(q->id);
+	}
+	free(q);
+	user_release(u);
+}
+
+static void
+mark_send(struct ntws_user *u, int64_t pos, char *id)
+{
+	struct mark_call *q = malloc(sizeof(*q));
+	char arg[NTWS_ACK_ID_MAX + 3];
+
+	if (q == NULL) {
+		free(id);
+		return;
+	}
+	q->u = u;
+	q->pos = pos;
+	q->epoch_gen = u->epoch_gen;
+	q->id = id;
+	if (id != NULL)
+		snprintf(arg, sizeof(arg), "i:%s", id);
+	else
+		snprintf(arg, sizeof(arg), "%lld", (long long)pos);
+	if (ntws_rds_mark(u->name, u->epoch, arg, mark_cb, q) != 0) {
+		free(id);
+		free(q);
+		return;
+	}
+	u->marks_inflight++;
+	d.marks_inflight++;
+}
+
+static void probe_cb(const redisReply *r, void *arg);
+
+/* Write what u has read, or learn its log's epoch first. */
+static void
+mark_flush(struct ntws_user *u)
+{
+	if (u->epoch[0] == '\0' || strcmp(u->epoch, "0") == 0) {
+		/* Read live since "no log": which log is it? (count 0) */
+		if (ntws_rds_read_page(u->name, "all", "", 0, 0, "", probe_cb,
+		    u) == 0)
+			u->probing = 1;
+		return;
+	}
+	mark_clean(u);
+	if (u->mark_pos > u->mark_sent)
+		mark_send(u, u->mark_pos, NULL);
+	while (u->nacks > 0) {
+		char *id = u->acks[u->ack_head];
+
+		u->ack_head = (u->ack_head + 1) % ACKS_MAX;
+		u->nacks--;
+		mark_send(u, 0, id);
+	}
+	free(u->acks);
+	u->acks = NULL;
+	u->ack_head = 0;
+}
+
+static void
+probe_cb(const redisReply *r, void *arg)
+{
+	struct ntws_user *u = arg;
+	struct nt_userlog_page page;
+
+	u->probing = 0;
+	if (r != NULL && nt_userlog_page_parse(r, &page, NULL, 0) == 0) {
+		epoch_seen(u, page.epoch, NULL);
+		if (strcmp(u->epoch, "0") == 0) {
+			/* Still no log: nothing to mark. */
+			u->mark_pos = u->mark_sent = 0;
+			acks_clear(u);
+			mark_clean(u);
+		}
+	}
+	user_release(u);
+}
+
+static void
+marks_flush_all(void)
+{
+	struct ntws_user *u, *next;
+
+	for (u = d.dirty; u != NULL; u = next) {
+		next = u->dirty_next;
+		if (u->marks_inflight == 0 && !u->probing) {
+			mark_flush(u);
+			user_release(u);
+		}
+	}
+}
+
+/* ---- what clients send ---- */
+
+/* Send a control frame from proto.h (text taken, NULL ignored). */
+static void
+reply_text(struct ntws_sess *s, char *text, const size_t *len)
+{
 	if (text != NULL) {
-		ntws_conn_send_text(c, text, strlen(text));
+		ntws_conn_send_reply(s->conn, text, *len);
 		free(text);
 	}
 }
 
 static void
-reply_error(struct ntws_conn *c, const char *reason)
+reply_error(struct ntws_sess *s, const char *reason)
 {
-	reply_json(c, json_pack("{s:s, s:s}", "type", "error", "error", reason));
+	size_t len;
+
+	reply_text(s, ntws_proto_error(reason, &len), &len);
 }
 
 static void
-channel_subscribe(struct ntws_conn *c, const char *channel)
+channel_subscribe(struct ntws_sess *s, const char *channel)
 {
-	char **nv;
-	char *dup;
+	char **nv, *dup;
+	size_t len;
 
-	if (!subscribed(c, channel)) {
-		if (c->nchannels >= c->srv->cfg->max_channels) {
-			reply_error(c, "too many channels");
+	if (!subscribed(s, channel)) {
+		if (s->nchannels >= d.cfg->max_channels) {
+			reply_error(s, "too many channels");
 			return;
 		}
-		nv = realloc(c->channels, (c->nchannels + 1) * sizeof(*nv));
-		if (nv == NULL)
-			return;
-		c->channels = nv;
 		if ((dup = strdup(channel)) == NULL)
 			return;
-		c->channels[c->nchannels++] = dup;
+		nv = realloc(s->channels, (s->nchannels + 1) * sizeof(*nv));
+		if (nv == NULL) {
+			free(dup);
+			return;
+		}
+		s->channels = nv;
+		s->channels[s->nchannels++] = dup;
 	}
-	reply_json(c, json_pack("{s:s, s:s}", "type", "subscribed", "channel",
-	    channel));
+	reply_text(s, ntws_proto_channel(1, channel, &len), &len);
 }
 
 static void
-channel_unsubscribe(struct ntws_conn *c, const char *channel)
+channel_unsubscribe(struct ntws_sess *s, const char *channel)
 {
 	uint16_t i;
+	size_t len;
 
-	for (i = 0; i < c->nchannels; i++) {
-		if (strcmp(c->channels[i], channel) != 0)
+	for (i = 0; i < s->nchannels; i++) {
+		if (strcmp(s->channels[i], channel) != 0)
 			continue;
-		free(c->channels[i]);
-		c->channels[i] = c->channels[--c->nchannels];
-		if (c->nchannels == 0) {
-			free(c->channels);
-			c->channels = NULL;
+		free(s->channels[i]);
+		s->channels[i] = s->channels[--s->nchannels];
+		if (s->nchannels == 0) {
+			free(s->channels);
+			s->channels = NULL;
 		}
 		break;
 	}
-	reply_json(c, json_pack("{s:s, s:s}", "type", "unsubscribed",
-	    "channel", channel));
+	reply_text(s, ntws_proto_channel(0, channel, &len), &len);
+}
+
+static void
+on_text(struct ntws_conn *c, const uint8_t *msg, size_t len)
+{
+	struct ntws_sess *s = ntws_conn_owner(c);
+	struct ntws_req req;
+	size_t rlen;
+	char *id;
+
+	ntws_proto_parse(msg, len, &req);
+	switch (req.type) {
+	case NTWS_REQ_INVALID:
+		reply_error(s, req.error);
+		break;
+	case NTWS_REQ_PING:
+		reply_text(s, ntws_proto_pong(&rlen), &rlen);
+		break;
+	case NTWS_REQ_SUBSCRIBE:
+		channel_subscribe(s, req.channel);
+		break;
+	case NTWS_REQ_UNSUBSCRIBE:
+		channel_unsubscribe(s, req.channel);
+		break;
+	case NTWS_REQ_ACK:
+		if (!s->ack_mode)
+			reply_error(s, "ack without ack mode");
+		else if ((id = strdup(req.id)) != NULL)
+			mark_ack(s->user, id);
+		break;
+	}
+}
+
+/* ---- connections ---- */
+
+static void
+on_written(struct ntws_conn *c, const struct ntws_buf *b)
+{
+	struct ntws_sess *s = ntws_conn_owner(c);
+	struct ntws_user *u = s->user;
+
+	/* Without acks, a message written whole is read (notifyd(7)). */
+	if (b->kind == NTWS_BUF_NOTE && b->seq > 0 && !s->ack_mode &&
+	    u != NULL && b->epoch_gen == u->epoch_gen)
+		mark_read(u, b->seq);
+}
+
+static void
+on_drain(struct ntws_conn *c)
+{
+	read_next(ntws_conn_owner(c));
+}
+
+static void
+on_gone(struct ntws_conn *c)
+{
+	struct ntws_sess *s = ntws_conn_owner(c);
+	struct ntws_user *u = s->user;
+	char peer[80];
+
+	nt_log_info("conn %llu (%s): user %s disconnected: code %u, %.1fs",
+	    (unsigned long long)ntws_conn_serial(c),
+	    ntws_conn_peer(c, peer, sizeof(peer)), u->name,
+	    ntws_conn_close_code(c), ev_now(d.loop) - ntws_conn_opened_at(c));
+	if (s->uprev != NULL)
+		s->uprev->unext = s->unext;
+	else
+		u->sessions = s->unext;
+	if (s->unext != NULL)
+		s->unext->uprev = s->uprev;
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		d.all = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	ntws_m.connections--;
+	s->gone = 1;
+	s->conn = NULL;
+	s->user = NULL;
+	if (--u->nsess == 0) {
+		ntws_m.users--;
+		ntws_rds_presence(u->name, 0);
+		user_release(u);
+	}
+	/* A read in flight or a place in the FIFO frees it later. */
+	if (!s->reading && !s->waiting)
+		sess_free(s);
+}
+
+static const struct ntws_conn_hooks sess_hooks = {
+	NULL, on_text, on_written, on_drain, on_gone,
+};
+
+void
+ntws_deliver_attach(struct ntws_conn *c, const char *name,
+    const char *since, int ack)
+{
+	struct ntws_user *u;
+	struct ntws_sess *s;
+	char peer[80];
+	int made;
+
+	if ((u = ntws_users_get(name, &made)) == NULL) {
+		ntws_conn_kill(c);
+		return;
+	}
+	if ((long long)u->nsess >= d.cfg->max_conns_per_user) {
+		ntws_m.refused_user_limit++;
+		nt_log_info("conn %llu (%s): user %s has %u connections here "
+		    "already, closing", (unsigned long long)ntws_conn_serial(c),
+		    ntws_conn_peer(c, peer, sizeof(peer)), name, u->nsess);
+		ntws_conn_close(c, 1013, "too many connections for this user");
+		return;
+	}
+	if ((s = calloc(1, sizeof(*s))) == NULL ||
+	    (since != NULL && (s->since = strdup(since)) == NULL)) {
+		free(s);
+		if (made)
+			user_release(u);
+		ntws_conn_kill(c);
+		return;
+	}
+	if (u->nsess++ == 0) {
+		ntws_m.users++;
+		ntws_rds_presence(u->name, 1);
+	}
+	s->conn = c;
+	s->user = u;
+	s->ack_mode = (uint8_t)!!ack;
+	s->state = S_CATCHUP;
+	s->unext = u->sessions;
+	if (u->sessions != NULL)
+		u->sessions->uprev = s;
+	u->sessions = s;
+	s->next = d.all;
+	if (d.all != NULL)
+		d.all->prev = s;
+	d.all = s;
+	ntws_m.connections++;
+	ntws_conn_adopt(c, &sess_hooks, s);
+	/* A resuming client's first frame is the resume frame: what it
+	 * sends is answered after that. */
+	if (since != NULL)
+		ntws_conn_hold_input(c, 1);
+	read_next(s);
+}
+
+/* ---- the loop ---- */
+
+void
+ntws_deliver_tick(void)
+{
+	struct ntws_sess *s;
+
+	while (d.wait_head != NULL && slot_free()) {
+		s = wait_pop();
+		if (s->gone) {
+			if (!s->reading)
+				sess_free(s);
+			continue;
+		}
+		if (!wants_read(s))
+			continue;   /* on_ready or a later need brings it back */
+		if (ntws_conn_queued(s->conn) > d.low_water)
+			ntws_conn_watch_drain(s->conn, d.low_water);
+		else
+			send_read(s);
+	}
+	if (d.dirty != NULL && ntws_rds_cmd_up())
+		marks_flush_all();
+}
+
+int
+ntws_deliver_idle(void)
+{
+	return !ntws_rds_cmd_up() || (d.dirty == NULL && d.marks_inflight == 0);
+}
+
+int
+ntws_deliver_init(struct ev_loop *loop, const struct ntws_config *cfg)
+{
+	memset(&d, 0, sizeof(d));
+	d.loop = loop;
+	d.cfg = cfg;
+	d.page_budget = cfg->send_queue_max / 2;
+	if (d.page_budget > PAGE_BYTES_MAX)
+		d.page_budget = PAGE_BYTES_MAX;
+	d.low_water = d.page_budget / 2;
+	return ntws_users_init();
+}
+
+static void
+user_drop(struct ntws_user *u, void *arg)
+{
+	acks_clear(u);
 }
 
 void
-ntws_client_message(struct ntws_conn *c, const uint8_t *msg, size_t len)
+ntws_deliver_free(void)
 {
-	json_t *obj, *jt, *jc;
-	const char *type, *channel;
-	char err[128], ts[NT_TIMESTAMP_LEN + 1];
+	struct ntws_sess *s;
 
-	obj = json_loadb((const char *)msg, len, 0, NULL);
-	if (!json_is_object(obj)) {
-		json_decref(obj);
-		reply_error(c, "invalid JSON: expected an object");
-		return;
-	}
-	jt = json_object_get(obj, "type");
-	type = json_is_string(jt) ? json_string_value(jt) : NULL;
-	jc = json_object_get(obj, "channel");
-	channel = json_is_string(jc) ? json_string_value(jc) : NULL;
-	if (type == NULL) {
-		reply_error(c, "missing type");
-	} else if (strcmp(type, "ping") == 0) {
-		nt_timestamp_now(ts);
-		reply_json(c, json_pack("{s:s, s:s}", "type", "pong",
-		    "timestamp", ts));
-	} else if (strcmp(type, "subscribe") == 0 ||
-	    strcmp(type, "unsubscribe") == 0) {
-		if (channel == NULL ||
-		    nt_channel_valid(channel, err, sizeof(err)) != 0)
-			reply_error(c, "invalid channel");
-		else if (type[0] == 's')
-			channel_subscribe(c, channel);
-		else
-			channel_unsubscribe(c, channel);
-	} else if (strcmp(type, "ack") == 0) {
-		jt = json_object_get(obj, "id");
-		if (!c->ack_mode)
-			reply_error(c, "ack without ack mode");
-		else if (!json_is_string(jt) || json_string_length(jt) == 0 ||
-		    json_string_length(jt) > 64)
-			reply_error(c, "invalid id");
-		else if (c->srv->r.hdel_n >= NTWS_HDEL_ACK_MAX)
-			reply_error(c, "ack not recorded: too many pending");
-		else if (c->user != NULL)
-			ntws_redis_hdel(c->srv, c->user->name,
-			    json_string_value(jt));
-	} else
-		reply_error(c, "unknown type");
-	json_decref(obj);
+	while ((s = wait_pop()) != NULL)
+		if (s->gone && !s->reading)
+			sess_free(s);
+	ntws_users_each(user_drop, NULL);
+	ntws_users_free();
 }

@@ -1,24 +1,44 @@
 /*
- * The HTTP side of a connection: reading the request head, the routes
- * (/livez, /readyz, /metrics, the client assets), and the WebSocket opening
- * handshake (RFC 6455 4.2) with its JWT authentication. Plain HTTP
- * replies close the connection: there is no keep-alive.
+ * The HTTP front: the routes (/livez, /readyz, /metrics, the client
+ * assets) and the WebSocket opening handshake (RFC 6455 4.2) with its
+ * JWT authentication; see handshake.h.
  */
-#include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <unistd.h>
-#include <sys/socket.h>
 
+#include "deliver.h"
+#include "handshake.h"
 #include "http.h"
+#include "metrics.h"
 #include "nt_log.h"
+#include "nt_msg.h"
+#include "nt_uuid.h"
+#include "rds.h"
 #include "sha1.h"
 #include "web_assets.h"
-#include "ws.h"
+
+static struct {
+	const struct ntws_config *cfg;
+	struct nt_jwt_verifier   *jwt;
+	int                       shutting_down;
+} h;
+
+void
+ntws_handshake_init(const struct ntws_config *cfg,
+    struct nt_jwt_verifier *jwt)
+{
+	h.cfg = cfg;
+	h.jwt = jwt;
+}
+
+void
+ntws_handshake_shutdown(void)
+{
+	h.shutting_down = 1;
+}
 
 /* An HTTP reply ends the exchange: no keep-alive. */
 static void
@@ -27,25 +47,16 @@ http_reply(struct ntws_conn *c, int status, const char *reason,
 {
 	char head[1024];
 	int n;
-	struct ntws_buf *b;
 
 	n = snprintf(head, sizeof(head),
 	    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 	    "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
 	    status, reason, ctype, blen, extra != NULL ? extra : "");
-	if (n < 0 || (size_t)n >= sizeof(head) ||
-	    (b = ntws_buf_raw(head, (size_t)n)) == NULL) {
+	if (n < 0 || (size_t)n >= sizeof(head)) {
 		ntws_conn_kill(c);
 		return;
 	}
-	ntws_conn_push(c, b);
-	if (blen > 0 && (b = ntws_buf_raw(body, blen)) != NULL)
-		ntws_conn_push(c, b);
-	c->http_only = 1;
-	c->close_sent = 1;
-	c->state = NTWS_CS_CLOSING;
-	ntws_conn_timer_in(c, NTWS_CLOSE_LINGER_S);
-	ntws_conn_flush_now(c);
+	ntws_conn_reply(c, head, (size_t)n, body, blen);
 }
 
 static void
@@ -73,13 +84,14 @@ serve_live(struct ntws_conn *c)
 
 /*
  * Ready to deliver: both Redis connections are up (the subscriber brings
- * live messages, the command one replays and deletes). Else 503, saying
- * which is down, so that a load balancer sends clients elsewhere.
+ * live messages, the command one reads the logs and writes read marks).
+ * Else 503, saying which is down, so that a load balancer sends clients
+ * elsewhere.
  */
 static void
 serve_ready(struct ntws_conn *c)
 {
-	int sub = ntws_redis_sub_up(c->srv), cmd = ntws_redis_cmd_up(c->srv);
+	int sub = ntws_rds_sub_up(), cmd = ntws_rds_cmd_up();
 	char body[256];
 	int n;
 
@@ -99,7 +111,7 @@ static void
 serve_metrics(struct ntws_conn *c)
 {
 	size_t len;
-	char *text = ntws_metrics_render(c->srv, &len);
+	char *text = ntws_metrics_render(&len);
 
 	if (text == NULL) {
 		ntws_conn_kill(c);
@@ -107,32 +119,6 @@ serve_metrics(struct ntws_conn *c)
 	}
 	http_reply(c, 200, "OK", "text/plain; version=0.0.4", NULL, text, len);
 	free(text);
-}
-
-static int
-origin_allowed(const struct ntws_config *cfg, struct ntws_str origin)
-{
-	const char *p, *comma, *end;
-	size_t n;
-
-	if (cfg->allowed_origins == NULL || origin.p == NULL)
-		return 1;
-	p = cfg->allowed_origins;
-	end = p + strlen(p);
-	while (p < end) {
-		comma = strchr(p, ',');
-		if (comma == NULL)
-			comma = end;
-		while (p < comma && *p == ' ')
-			p++;
-		n = (size_t)(comma - p);
-		while (n > 0 && p[n - 1] == ' ')
-			n--;
-		if (n == origin.len && strncasecmp(p, origin.p, n) == 0)
-			return 1;
-		p = comma + 1;
-	}
-	return 0;
 }
 
 /*
@@ -148,7 +134,7 @@ cors_headers(const struct ntws_config *cfg, struct ntws_str origin,
 	if (cfg->allowed_origins == NULL)
 		snprintf(out, outlen, "Access-Control-Allow-Origin: *\r\n");
 	else if (origin.p != NULL && origin.len + 64 < outlen &&
-	    origin_allowed(cfg, origin))
+	    ntws_http_origin_allowed(cfg->allowed_origins, origin))
 		snprintf(out, outlen, "Access-Control-Allow-Origin: %.*s\r\n"
 		    "Vary: Origin\r\n", (int)origin.len, origin.p);
 	else
@@ -167,7 +153,7 @@ serve_asset(struct ntws_conn *c, const struct ntws_http_req *req)
 	for (a = nt_web_assets; a->path != NULL; a++) {
 		plen = strlen(a->path);
 		is_html = plen > 5 && strcmp(a->path + plen - 5, ".html") == 0;
-		if (is_html && !c->srv->cfg->demo)
+		if (is_html && !h.cfg->demo)
 			continue;
 		if ((plen == path.len && memcmp(a->path, path.p, plen) == 0) ||
 		    (is_html && path.len == 1 &&
@@ -177,7 +163,7 @@ serve_asset(struct ntws_conn *c, const struct ntws_http_req *req)
 			if (is_html)
 				cors[0] = '\0';
 			else
-				cors_headers(c->srv->cfg, req->origin, cors,
+				cors_headers(h.cfg, req->origin, cors,
 				    sizeof(cors));
 			http_reply(c, 200, "OK", a->content_type, cors, a->data,
 			    a->len);
@@ -187,91 +173,73 @@ serve_asset(struct ntws_conn *c, const struct ntws_http_req *req)
 	return 0;
 }
 
-static int
-key_valid(struct ntws_str k)
-{
-	size_t i;
-
-	/* base64 of 16 bytes: 22 characters and "==". */
-	if (k.p == NULL || k.len != 24 || k.p[22] != '=' || k.p[23] != '=')
-		return 0;
-	for (i = 0; i < 22; i++)
-		if (!(isalnum((unsigned char)k.p[i]) || k.p[i] == '+' ||
-		    k.p[i] == '/'))
-			return 0;
-	return 1;
-}
-
-/* The token from "bearer, TOKEN" in Sec-WebSocket-Protocol. */
-static int
-protocol_token(struct ntws_str v, char *out, size_t outlen)
-{
-	const char *p = v.p, *end, *comma;
-	size_t n;
-	int bearer = 0;
-
-	out[0] = '\0';
-	if (v.p == NULL)
-		return 0;
-	end = v.p + v.len;
-	while (p < end) {
-		comma = memchr(p, ',', (size_t)(end - p));
-		if (comma == NULL)
-			comma = end;
-		while (p < comma && (*p == ' ' || *p == '\t'))
-			p++;
-		n = (size_t)(comma - p);
-		while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-			n--;
-		if (n == 6 && strncasecmp(p, "bearer", 6) == 0)
-			bearer = 1;
-		else if (n > 0 && out[0] == '\0' && n < outlen) {
-			memcpy(out, p, n);
-			out[n] = '\0';
-		}
-		p = comma + 1;
-	}
-	if (!bearer)
-		out[0] = '\0';
-	return bearer;
-}
+/* What the query and headers ask of the WebSocket. */
+struct ws_ask {
+	char token[NTWS_HTTP_MAX_HEAD];
+	char since[NT_UUID_STRLEN + 2];  /* longer: not an id */
+	int  has_since;       /* 1: valid, -1: given but not an id */
+	int  ack;
+	int  bearer;
+};
 
 static void
-authenticate(struct ntws_conn *c, const char *token)
+read_ask(const struct ntws_http_req *req, struct ws_ask *a)
 {
-	struct ntws_server *s = c->srv;
+	char ack[8];
+	int n;
+
+	a->bearer = ntws_http_bearer_token(req->ws_protocol, a->token,
+	    sizeof(a->token));
+	if (!a->bearer && ntws_http_query_param(req->query, "token", a->token,
+	    sizeof(a->token)) < 0)
+		a->token[0] = '\0';
+	a->ack = ntws_http_query_param(req->query, "ack", ack, sizeof(ack)) > 0 &&
+	    (strcmp(ack, "1") == 0 || strcmp(ack, "true") == 0);
+	n = ntws_http_query_param(req->query, "since", a->since,
+	    sizeof(a->since));
+	if (n == -1)
+		a->has_since = 0;
+	else
+		a->has_since = n > 0 && nt_uuid_valid(a->since) == 0 ? 1 : -1;
+}
+
+/* The token decides who it is; the delivery layer takes it from there. */
+static void
+authenticate(struct ntws_conn *c, const struct ws_ask *a)
+{
 	char user[NT_USER_MAX + 1], err[256], peer[80];
 
-	if (token[0] == '\0' || s->jwt == NULL)
+	if (a->token[0] == '\0' || h.jwt == NULL)
 		snprintf(err, sizeof(err), "no token");
-	else if (nt_jwt_verify(s->jwt, token, time(NULL), user, err,
+	else if (nt_jwt_verify(h.jwt, a->token, time(NULL), user, err,
 	    sizeof(err)) == 0) {
-		s->m.auth_ok++;
-		c->authed = 1;
-		s->nconns_ws++;
-		ntws_conn_attach_user(c, user);
-		c->last_rx = c->authed_at = ev_now(s->loop);
-		ntws_conn_timer_in(c, s->cfg->ping_interval);
-		nt_log_info("conn %llu (%s): user %s connected%s",
-		    (unsigned long long)c->serial,
+		ntws_m.auth_ok++;
+		nt_log_info("conn %llu (%s): user %s connected%s%s",
+		    (unsigned long long)ntws_conn_serial(c),
 		    ntws_conn_peer(c, peer, sizeof(peer)), user,
-		    c->ack_mode ? " (ack mode)" : "");
-		ntws_replay_begin(c);
+		    a->ack ? " (ack mode)" : "",
+		    a->has_since == 1 ? " (resuming)" : "");
+		if (a->has_since < 0) {
+			ntws_conn_close(c, 1008, "invalid since: not a message id");
+			return;
+		}
+		ntws_deliver_attach(c, user, a->has_since ? a->since : NULL,
+		    a->ack);
 		return;
 	}
-	s->m.auth_failures++;
+	ntws_m.auth_failures++;
 	nt_log_info("conn %llu (%s): authentication failed: %s",
-	    (unsigned long long)c->serial, ntws_conn_peer(c, peer, sizeof(peer)),
-	    err);
+	    (unsigned long long)ntws_conn_serial(c),
+	    ntws_conn_peer(c, peer, sizeof(peer)), err);
 	ntws_conn_close(c, 4001, "authentication failed");
 }
 
 static void
 upgrade(struct ntws_conn *c, const struct ntws_http_req *req)
 {
-	char accept[29], head[256], token[NTWS_HTTP_MAX_HEAD], ack[8];
-	int n, bearer;
-	struct ntws_buf *b;
+	char accept[29], head[256];
+	struct ws_ask *a;
+	int n;
 
 	if (req->minor < 1 || req->host.p == NULL ||
 	    !ntws_http_has_token(req->upgrade, "websocket") ||
@@ -285,37 +253,28 @@ upgrade(struct ntws_conn *c, const struct ntws_http_req *req)
 		    "Sec-WebSocket-Version: 13\r\n");
 		return;
 	}
-	if (!key_valid(req->ws_key)) {
+	if (!ntws_http_key_valid(req->ws_key)) {
 		http_error(c, 400, "Bad Request", "bad Sec-WebSocket-Key", NULL);
 		return;
 	}
-	if (!origin_allowed(c->srv->cfg, req->origin)) {
+	if (!ntws_http_origin_allowed(h.cfg->allowed_origins, req->origin)) {
 		http_error(c, 403, "Forbidden", "origin not allowed", NULL);
 		return;
 	}
-	bearer = protocol_token(req->ws_protocol, token, sizeof(token));
-	if (!bearer && ntws_http_query_param(req->query, "token", token,
-	    sizeof(token)) < 0)
-		token[0] = '\0';
-	if (ntws_http_query_param(req->query, "ack", ack, sizeof(ack)) > 0 &&
-	    (strcmp(ack, "1") == 0 || strcmp(ack, "true") == 0))
-		c->ack_mode = 1;
-
+	if ((a = malloc(sizeof(*a))) == NULL) {
+		ntws_conn_kill(c);
+		return;
+	}
+	read_ask(req, a);
 	ntws_ws_accept(req->ws_key.p, req->ws_key.len, accept);
 	n = snprintf(head, sizeof(head),
 	    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
 	    "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n",
-	    accept, bearer ? "Sec-WebSocket-Protocol: bearer\r\n" : "");
-	if ((b = ntws_buf_raw(head, (size_t)n)) == NULL ||
-	    ntws_conn_push(c, b) != 0) {
-		ntws_buf_unref(b);
-		ntws_conn_kill(c);
-		return;
-	}
-	c->state = NTWS_CS_REPLAY;
-	authenticate(c, token);
-	explicit_bzero(token, sizeof(token));
-	ntws_conn_flush_now(c);
+	    accept, a->bearer ? "Sec-WebSocket-Protocol: bearer\r\n" : "");
+	if (ntws_conn_upgrade(c, head, (size_t)n, req->head_len) == 0)
+		authenticate(c, a);
+	explicit_bzero(a->token, sizeof(a->token));
+	free(a);
 }
 
 /* Paths compare exactly: case matters. */
@@ -329,7 +288,7 @@ path_is(struct ntws_str path, const char *want)
 static void
 forwarded_client(struct ntws_conn *c, const struct ntws_http_req *req)
 {
-	const struct nt_proxy_list *proxies = &c->srv->cfg->trusted_proxies;
+	const struct nt_proxy_list *proxies = &h.cfg->trusted_proxies;
 	char peer[64], client[64];
 
 	if (proxies->n == 0 || req->xff.p == NULL)
@@ -350,7 +309,7 @@ handle_request(struct ntws_conn *c, const struct ntws_http_req *req)
 		    "Allow: GET\r\n");
 		return;
 	}
-	if (c->srv->shutting_down) {
+	if (h.shutting_down) {
 		http_error(c, 503, "Service Unavailable", "shutting down", NULL);
 		return;
 	}
@@ -368,74 +327,25 @@ handle_request(struct ntws_conn *c, const struct ntws_http_req *req)
 		http_error(c, 404, "Not Found", "not found", NULL);
 }
 
-void
-ntws_http_read(struct ntws_conn *c)
+/* The conn hook: the head may be complete (or is too long). */
+static void
+on_head(struct ntws_conn *c, const char *head, size_t len)
 {
-	struct ntws_server *s = c->srv;
 	struct ntws_http_req req;
-	ssize_t n;
-	size_t want, from;
-	char *nb;
 	int r;
 
-	/*
-	 * Never hold more than a head's worth: what follows the head stays
-	 * in the socket for the WebSocket parser, or is a head too large.
-	 */
-	want = NTWS_HTTP_MAX_HEAD + 1 - c->inlen;
-	if (want > s->rbuf_len)
-		want = s->rbuf_len;
-	n = recv(c->fd, s->rbuf, want, 0);
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
-	    errno != EINTR)) {
-		ntws_conn_kill(c);
-		return;
-	}
-	if (n < 0)
-		return;
-	if ((nb = realloc(c->inbuf, c->inlen + (size_t)n + 1)) == NULL) {
-		ntws_conn_kill(c);
-		return;
-	}
-	c->inbuf = nb;
-	memcpy(c->inbuf + c->inlen, s->rbuf, (size_t)n);
-	from = c->inlen > 3 ? c->inlen - 3 : 0;
-	c->inlen += (uint32_t)n;
-	/*
-	 * Only the new bytes can end the head: look there before parsing it
-	 * all again, or a client sending a byte at a time costs quadratic time.
-	 */
-	if (memmem(c->inbuf + from, c->inlen - from, "\r\n\r\n", 4) == NULL &&
-	    c->inlen < NTWS_HTTP_MAX_HEAD)
-		return;
-	r = ntws_http_parse(c->inbuf, c->inlen, &req);
+	r = ntws_http_parse(head, len, &req);
 	if (r == NTWS_HTTP_PARTIAL)
 		return;
-	if (r == NTWS_HTTP_BAD) {
+	if (r == NTWS_HTTP_BAD)
 		http_error(c, 400, "Bad Request", "malformed request", NULL);
-		return;
-	}
-	if (r == NTWS_HTTP_TOO_BIG) {
+	else if (r == NTWS_HTTP_TOO_BIG)
 		http_error(c, 431, "Request Header Fields Too Large",
 		    "request head too large", NULL);
-		return;
-	}
-	/* What follows the head belongs to the WebSocket (wslay). */
-	c->inoff = (uint32_t)req.head_len;
-	handle_request(c, &req);
-	if (c->state == NTWS_CS_DEAD)
-		return;
-	if (c->state != NTWS_CS_REPLAY && c->state != NTWS_CS_OPEN) {
-		free(c->inbuf);
-		c->inbuf = NULL;
-		c->inlen = c->inoff = 0;
-		return;
-	}
-	if (c->inoff >= c->inlen) {
-		free(c->inbuf);
-		c->inbuf = NULL;
-		c->inlen = c->inoff = 0;
-	} else
-		ntws_conn_ws_read(c);
+	else
+		handle_request(c, &req);
 }
 
+const struct ntws_conn_hooks ntws_handshake_hooks = {
+	on_head, NULL, NULL, NULL, NULL,
+};

@@ -1,7 +1,9 @@
 /*
  * A strict, allocation-free reader of HTTP/1.1 request heads, enough for
- * the WebSocket opening handshake (RFC 6455 4.2.1) and a few GETs.
+ * the WebSocket opening handshake (RFC 6455 4.2.1) and a few GETs, and
+ * the handshake's own checks; see http.h.
  */
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
@@ -228,4 +230,73 @@ ntws_http_query_param(struct ntws_str q, const char *name, char *out,
 		p = amp + 1;
 	}
 	return -1;
+}
+
+/* ---- the opening handshake ---- */
+
+int
+ntws_http_key_valid(struct ntws_str k)
+{
+	size_t i;
+
+	/* base64 of 16 bytes: 22 characters and "==". */
+	if (k.p == NULL || k.len != 24 || k.p[22] != '=' || k.p[23] != '=')
+		return 0;
+	for (i = 0; i < 22; i++)
+		if (!(isalnum((unsigned char)k.p[i]) || k.p[i] == '+' ||
+		    k.p[i] == '/'))
+			return 0;
+	return 1;
+}
+
+int
+ntws_http_bearer_token(struct ntws_str v, char *out, size_t outlen)
+{
+	const char *p = v.p, *end, *comma;
+	struct ntws_str t;
+	int bearer = 0;
+
+	out[0] = '\0';
+	if (v.p == NULL)
+		return 0;
+	end = v.p + v.len;
+	while (p < end) {
+		comma = memchr(p, ',', (size_t)(end - p));
+		if (comma == NULL)
+			comma = end;
+		t = trim(p, (size_t)(comma - p));
+		if (ntws_str_eq(t, "bearer"))
+			bearer = 1;
+		else if (t.len > 0 && out[0] == '\0' && t.len < outlen) {
+			memcpy(out, t.p, t.len);
+			out[t.len] = '\0';
+		}
+		p = comma + 1;
+	}
+	if (!bearer)
+		out[0] = '\0';
+	return bearer;
+}
+
+int
+ntws_http_origin_allowed(const char *list, struct ntws_str origin)
+{
+	const char *p, *comma, *end;
+	struct ntws_str item;
+
+	if (list == NULL || origin.p == NULL)
+		return 1;
+	p = list;
+	end = p + strlen(p);
+	while (p < end) {
+		comma = strchr(p, ',');
+		if (comma == NULL)
+			comma = end;
+		item = trim(p, (size_t)(comma - p));
+		if (item.len == origin.len &&
+		    strncasecmp(item.p, origin.p, item.len) == 0)
+			return 1;
+		p = comma + 1;
+	}
+	return 0;
 }

@@ -1,8 +1,9 @@
 /*
- * http: the small HTTP/1.1 request parser of notifyd-ws. It reads one
+ * http: the small HTTP/1.1 request parser of notifyd-ws and the pure
+ * checks of the WebSocket opening handshake (RFC 6455 4.2). It reads one
  * request head (request line and headers) from a buffer, in place, and
- * knows nothing about sockets. Everything returned points into the
- * caller's buffer and is valid while the buffer is.
+ * knows nothing about sockets or connections. Everything returned points
+ * into the caller's buffer and is valid while the buffer is.
  */
 #ifndef NTWS_HTTP_H
 #define NTWS_HTTP_H
@@ -59,5 +60,28 @@ int ntws_http_query_param(struct ntws_str q, const char *name,
 
 /* Case-insensitive comparison of a slice with a C string. */
 int ntws_str_eq(struct ntws_str s, const char *c);
+
+/* ---- the opening handshake ---- */
+
+/*
+ * Whether k is a Sec-WebSocket-Key: base64 of 16 bytes (24 characters).
+ * Its Sec-WebSocket-Accept is ntws_ws_accept() of sha1.h.
+ */
+int ntws_http_key_valid(struct ntws_str k);
+
+/*
+ * The token of a Sec-WebSocket-Protocol value "bearer, TOKEN" (in either
+ * order, any case for "bearer"). Returns 1 when "bearer" is offered, with
+ * the first other protocol copied into out (NUL-terminated; "" when there
+ * is none or it does not fit in outlen), else 0 with out "".
+ */
+int ntws_http_bearer_token(struct ntws_str v, char *out, size_t outlen);
+
+/*
+ * Whether an Origin header value is allowed by list, a comma-separated
+ * list of origins (spaces around items ignored, any case). A NULL list
+ * or an absent origin (non-browser clients) is allowed.
+ */
+int ntws_http_origin_allowed(const char *list, struct ntws_str origin);
 
 #endif

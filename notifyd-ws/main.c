@@ -14,9 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
+#include "nt_jwt.h"
 #include "nt_log.h"
 #include "nt_opt.h"
-#include "ws.h"
+#include "server.h"
 
 #define PROG "notifyd-ws"
 
@@ -164,6 +166,18 @@ static const struct nt_opt opts[] = {
 	{ "send-queue-max", 0, "bytes", "NOTIFYD_WS_SEND_QUEUE_MAX", "1M",
 	  nt_opt_size, &cfg.send_queue_max, 1024, 0,
 	  "unsent bytes per connection beyond which it is closed with 1013" },
+	{ "max-queued-bytes", 0, "bytes", "NOTIFYD_WS_MAX_QUEUED_BYTES", "256M",
+	  nt_opt_size, &cfg.max_queued_bytes, 64 * 1024, 0,
+	  "bytes held for all sockets, pages being read included, beyond "
+	  "which live messages wait in the log" },
+	{ "write-timeout", 0, "duration", "NOTIFYD_WS_WRITE_TIMEOUT", "30s",
+	  nt_opt_seconds, &cfg.write_timeout, 100, 0,
+	  "time a connection with data queued may write nothing before it is "
+	  "closed with 1013" },
+	{ "max-conns-per-user", 0, "n", "NOTIFYD_WS_MAX_CONNS_PER_USER", "32",
+	  nt_opt_int, &cfg.max_conns_per_user, 1, 1000000,
+	  "connections one user may have to this instance; more are closed "
+	  "with 1013" },
 	{ "max-channels", 0, "n", "NOTIFYD_WS_MAX_CHANNELS", "64",
 	  nt_opt_int, &cfg.max_channels, 0, 65535,
 	  "channels one connection may subscribe to" },
@@ -299,22 +313,22 @@ default_instance_id(char *buf, size_t len)
 static int
 serve(struct nt_jwt_verifier *jwt)
 {
-	static struct ntws_server srv;
 	struct ev_loop *loop;
 	char err[256];
+	int rc = NT_EXIT_OK;
 
 	signal(SIGPIPE, SIG_IGN);
 	if ((loop = ev_default_loop(EVFLAG_AUTO)) == NULL)
 		return fail(NT_EXIT_SOFTWARE, "cannot start the event loop");
-	if (ntws_server_init(&srv, loop, &cfg, jwt, err, sizeof(err)) != 0) {
-		ntws_server_free(&srv);
-		return fail(NT_EXIT_CONFIG, "%s", err);
-	}
-	ev_run(loop, 0);
-	ntws_server_free(&srv);
+	if (ntws_server_init(loop, &cfg, jwt, err, sizeof(err)) != 0)
+		rc = fail(NT_EXIT_CONFIG, "%s", err);
+	else
+		ev_run(loop, 0);
+	ntws_server_free();
 	ev_loop_destroy(loop);
-	nt_log_info("stopped");
-	return NT_EXIT_OK;
+	if (rc == NT_EXIT_OK)
+		nt_log_info("stopped");
+	return rc;
 }
 
 int

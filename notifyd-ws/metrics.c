@@ -7,16 +7,20 @@
 #include <string.h>
 
 #include "nt_procstat.h"
-#include "ws.h"
+#include "buf.h"
+#include "metrics.h"
 
 /* Upper bounds (seconds) of the delivery latency histogram. */
 static const double lat_bounds[NTWS_LAT_BUCKETS] = {
 	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
 };
 
+struct ntws_metrics ntws_m;
+
 void
-ntws_metrics_close(struct ntws_metrics *m, uint16_t code)
+ntws_metrics_close(uint16_t code)
 {
+	struct ntws_metrics *m = &ntws_m;
 	int i;
 
 	for (i = 0; i < NTWS_CLOSE_CODES; i++) {
@@ -29,8 +33,9 @@ ntws_metrics_close(struct ntws_metrics *m, uint16_t code)
 }
 
 void
-ntws_metrics_latency(struct ntws_metrics *m, double seconds)
+ntws_metrics_latency(double seconds)
 {
+	struct ntws_metrics *m = &ntws_m;
 	int i;
 
 	if (seconds < 0)
@@ -117,78 +122,166 @@ metric(struct out *o, const char *name, const char *type, const char *help,
 	    "notifyd_ws_%s %.17g\n", name, help, name, type, name, v);
 }
 
-char *
-ntws_metrics_render(const struct ntws_server *s, size_t *len)
+/* One family with a label of two values. */
+static void
+metric2(struct out *o, const char *name, const char *help,
+    const char *label, const char *v1, double n1, const char *v2, double n2)
 {
-	const struct ntws_metrics *m = &s->m;
-	struct out o = { malloc(4096), 0, 4096, 0 };
+	out_printf(o, "# HELP notifyd_ws_%s %s\n# TYPE notifyd_ws_%s counter\n"
+	    "notifyd_ws_%s{%s=\"%s\"} %.17g\nnotifyd_ws_%s{%s=\"%s\"} %.17g\n",
+	    name, help, name, name, label, v1, n1, name, label, v2, n2);
+}
+
+static void
+render_connections(struct out *o, const struct ntws_metrics *m)
+{
+	metric(o, "connections", "gauge",
+	    "Authenticated WebSocket connections.", (double)m->connections);
+	metric(o, "sockets", "gauge", "Open client sockets of any state.",
+	    (double)m->sockets);
+	metric(o, "users", "gauge", "Distinct users connected here.",
+	    (double)m->users);
+	metric(o, "connections_accepted_total", "counter",
+	    "Client sockets accepted.", (double)m->accepted);
+	metric(o, "auth_failures_total", "counter",
+	    "Handshakes whose token was refused.", (double)m->auth_failures);
+	metric(o, "refused_user_limit_total", "counter",
+	    "Connections closed 1013 over --max-conns-per-user.",
+	    (double)m->refused_user_limit);
+	metric(o, "slow_consumers_total", "counter",
+	    "Connections closed for exceeding --send-queue-max.",
+	    (double)m->slow_consumers);
+	metric(o, "write_timeouts_total", "counter",
+	    "Connections closed for writing nothing for --write-timeout.",
+	    (double)m->write_timeouts);
+}
+
+static void
+render_messages(struct out *o, const struct ntws_metrics *m)
+{
+	metric(o, "messages_in_total", "counter",
+	    "Notifications received from the Redis channel.",
+	    (double)m->messages_in);
+	metric(o, "client_messages_total", "counter",
+	    "Messages received from clients.", (double)m->client_messages);
+	metric(o, "messages_out_total", "counter",
+	    "Text messages written to clients (notifications and replies).",
+	    (double)m->messages_out);
+	metric(o, "replies_total", "counter",
+	    "Replies to client messages written (pong, subscribed, error...).",
+	    (double)m->replies);
+	metric(o, "deliveries_total", "counter",
+	    "Notifications written to client sockets (live and from the log).",
+	    (double)m->deliveries);
+	metric(o, "offline_replayed_total", "counter",
+	    "Notifications queued from pages of the users' logs.",
+	    (double)m->replayed);
+	metric(o, "duplicates_dropped_total", "counter",
+	    "Live copies of positions a connection already had, dropped.",
+	    (double)m->duplicates_dropped);
+}
+
+static void
+render_log(struct out *o, const struct ntws_metrics *m)
+{
+	metric(o, "catchups_total", "counter",
+	    "Times a connection left live delivery to read its user's log.",
+	    (double)m->catchups);
+	metric(o, "catchup_gaps_total", "counter",
+	    "Catch-ups started by a live position that was not the next one.",
+	    (double)m->gaps);
+	metric(o, "catchup_deferred_total", "counter",
+	    "Catch-ups started because --max-queued-bytes was reached.",
+	    (double)m->deferred);
+	metric(o, "pages_read_total", "counter",
+	    "Pages of users' logs read from Redis.", (double)m->pages_read);
+	metric(o, "page_reads_inflight", "gauge",
+	    "Page reads sent to Redis and not yet answered.",
+	    (double)m->page_reads_inflight);
+	metric(o, "page_reads_waiting", "gauge",
+	    "Connections waiting for a page read slot or for memory.",
+	    (double)m->page_reads_waiting);
+	metric(o, "page_bytes", "gauge",
+	    "Reply bytes reserved by the page reads in flight.",
+	    (double)m->page_bytes);
+	metric2(o, "resumes_total",
+	    "Connections that asked to resume (since=), by whether the id was "
+	    "still in the log.", "recovered", "true",
+	    (double)m->resumes_recovered, "false", (double)m->resumes_lost);
+	metric(o, "read_marks_pending", "gauge",
+	    "Users whose read mark waits to be written to Redis.",
+	    (double)m->marks_pending);
+	metric(o, "read_marks_written_total", "counter",
+	    "Read mark commands answered by Redis.", (double)m->marks_written);
+	metric(o, "acks_dropped_total", "counter",
+	    "Acknowledged ids dropped over the per-user bound of pending ones.",
+	    (double)m->acks_dropped);
+}
+
+static void
+render_memory(struct out *o, const struct ntws_metrics *m, size_t held)
+{
+	metric(o, "send_queue_bytes", "gauge",
+	    "Bytes queued for clients, not yet written (a shared frame "
+	    "counts once per queue).", (double)m->send_queue_bytes);
+	metric(o, "queued_bytes", "gauge",
+	    "Bytes of frames held for sockets (each counted once) plus page "
+	    "replies reserved: what --max-queued-bytes bounds.", (double)held);
+}
+
+static void
+render_redis(struct out *o, const struct ntws_metrics *m)
+{
+	metric(o, "redis_up", "gauge",
+	    "1 while both Redis connections are up and the subscription is "
+	    "live.", m->redis_sub_up && m->redis_cmd_up ? 1 : 0);
+	metric2(o, "redis_reconnects_total",
+	    "Times a Redis connection that was up was lost.", "connection",
+	    "subscriber", (double)m->redis_sub_reconnects, "commands",
+	    (double)m->redis_cmd_reconnects);
+}
+
+static void
+render_latency(struct out *o, const struct ntws_metrics *m)
+{
 	uint64_t cum = 0;
 	int i;
 
-	if (o.buf == NULL)
-		return NULL;
-	metric(&o, "connections", "gauge",
-	    "Authenticated WebSocket connections.", (double)s->nconns_ws);
-	metric(&o, "sockets", "gauge", "Open client sockets of any state.",
-	    (double)s->nconns_total);
-	metric(&o, "users", "gauge", "Distinct users connected here.",
-	    (double)s->nusers);
-	metric(&o, "connections_accepted_total", "counter",
-	    "Client sockets accepted.", (double)m->accepted);
-	metric(&o, "auth_failures_total", "counter",
-	    "Handshakes whose token was refused.", (double)m->auth_failures);
-	metric(&o, "messages_in_total", "counter",
-	    "Notifications received from Redis.", (double)m->messages_in);
-	metric(&o, "client_messages_total", "counter",
-	    "Messages received from clients.", (double)m->client_messages);
-	metric(&o, "messages_out_total", "counter",
-	    "Text messages written to clients (notifications and replies).",
-	    (double)m->messages_out);
-	metric(&o, "replies_total", "counter",
-	    "Replies to client messages written (pong, subscribed, error...).",
-	    (double)m->replies);
-	metric(&o, "deliveries_total", "counter",
-	    "Notifications written to client sockets (live and offline).",
-	    (double)m->deliveries);
-	metric(&o, "offline_replayed_total", "counter",
-	    "Offline notifications replayed on connect.", (double)m->replayed);
-	metric(&o, "duplicates_dropped_total", "counter",
-	    "Live copies of already replayed notifications dropped.",
-	    (double)m->duplicates_dropped);
-	metric(&o, "slow_consumers_total", "counter",
-	    "Connections closed for exceeding --send-queue-max.",
-	    (double)m->slow_consumers);
-	metric(&o, "send_queue_bytes", "gauge",
-	    "Bytes queued for clients, not yet written.",
-	    (double)s->queued_bytes);
-	metric(&o, "redis_pending_hdels", "gauge",
-	    "HDELs of delivered or acknowledged messages not yet answered.",
-	    (double)s->r.hdel_n);
-	metric(&o, "redis_up", "gauge",
-	    "1 while Redis is connected and the subscription is live.",
-	    ntws_redis_healthy(s) ? 1 : 0);
-	metric(&o, "redis_reconnects_total", "counter",
-	    "Times the subscriber connection to Redis was lost.",
-	    (double)m->redis_reconnects);
-	out_printf(&o, "# HELP notifyd_ws_closes_total Connections closed, by "
+	out_printf(o, "# HELP notifyd_ws_closes_total Connections closed, by "
 	    "WebSocket close code (1006: no close frame).\n"
 	    "# TYPE notifyd_ws_closes_total counter\n");
 	for (i = 0; i < NTWS_CLOSE_CODES && m->closes[i].code != 0; i++)
-		out_printf(&o, "notifyd_ws_closes_total{code=\"%u\"} %llu\n",
+		out_printf(o, "notifyd_ws_closes_total{code=\"%u\"} %llu\n",
 		    m->closes[i].code, (unsigned long long)m->closes[i].n);
-	out_printf(&o, "# HELP notifyd_ws_delivery_latency_seconds From the "
+	out_printf(o, "# HELP notifyd_ws_delivery_latency_seconds From the "
 	    "message timestamp to the socket write (live messages).\n"
 	    "# TYPE notifyd_ws_delivery_latency_seconds histogram\n");
 	for (i = 0; i < NTWS_LAT_BUCKETS; i++) {
 		cum += m->lat_counts[i];
-		out_printf(&o, "notifyd_ws_delivery_latency_seconds_bucket"
+		out_printf(o, "notifyd_ws_delivery_latency_seconds_bucket"
 		    "{le=\"%g\"} %llu\n", lat_bounds[i], (unsigned long long)cum);
 	}
 	cum += m->lat_counts[NTWS_LAT_BUCKETS];
-	out_printf(&o, "notifyd_ws_delivery_latency_seconds_bucket{le=\"+Inf\"}"
+	out_printf(o, "notifyd_ws_delivery_latency_seconds_bucket{le=\"+Inf\"}"
 	    " %llu\nnotifyd_ws_delivery_latency_seconds_sum %.9g\n"
 	    "notifyd_ws_delivery_latency_seconds_count %llu\n",
 	    (unsigned long long)cum, m->lat_sum, (unsigned long long)m->lat_n);
+}
+
+char *
+ntws_metrics_render(size_t *len)
+{
+	const struct ntws_metrics *m = &ntws_m;
+	struct out o = { malloc(8192), 0, 8192, 0 };
+
+	if (o.buf == NULL)
+		return NULL;
+	render_connections(&o, m);
+	render_messages(&o, m);
+	render_log(&o, m);
+	render_memory(&o, m, ntws_buf_bytes() + (size_t)m->page_bytes);
+	render_redis(&o, m);
+	render_latency(&o, m);
 	out_procstat(&o);
 	if (o.failed) {
 		free(o.buf);

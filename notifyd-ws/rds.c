@@ -1,352 +1,400 @@
 /*
- * The Redis side of notifyd-ws: two hiredis async connections on the
- * libev loop (the stock adapter), one SUBSCRIBEd to the notifications
- * channel and one for commands (HGETALL, HDEL, presence).
+ * The Redis side of notifyd-ws; see rds.h. Two hiredis async connections
+ * on the libev loop (the stock adapter).
  *
- * hiredis 0.14 has no async timeouts, so liveness is ours: every tick
- * the command connection gets a PING and publishes a heartbeat on a
- * channel of this instance that the subscriber connection also listens
- * to. A PING or a heartbeat not answered within --redis-timeout drops
- * that connection; both reconnect with backoff, forever: the daemon
- * never exits because Redis is away, /healthz says 503 meanwhile.
+ * hiredis 0.14 has no async timeouts, so liveness is ours, and it is on
+ * progress, not on one command: while the command connection has
+ * commands unanswered, any reply within --redis-timeout keeps it alive
+ * (a PING queued behind large page replies would starve otherwise);
+ * when it has none, it gets a PING every tick. The subscriber is proved
+ * live by a heartbeat that the command connection publishes on a channel
+ * of this instance and that comes back on the subscription: a PING on a
+ * subscribed connection would not say that messages still flow. A
+ * connection that misses its deadline is dropped; both reconnect with
+ * backoff, forever: the daemon never exits because Redis is away.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <hiredis/adapters/libev.h>
 
+#include "metrics.h"
 #include "nt_log.h"
-#include "ws.h"
+#include "nt_redis.h"
+#include "nt_userlog.h"
+#include "rds.h"
+#include "users.h"
 
 #define BACKOFF_MIN 0.1
 #define BACKOFF_MAX 2.0
 
 enum { SUB, CMD };
 
-static void rds_connect(struct ntws_server *s, int which);
+static struct {
+	struct ev_loop              *loop;
+	const struct ntws_config    *cfg;
+	const struct ntws_rds_hooks *hooks;
+	redisAsyncContext *sub, *cmd;
+	int                sub_ready;     /* SUBSCRIBE confirmed */
+	int                cmd_ready;     /* AUTH/SELECT done */
+	int                stopping;
+	ev_timer           sub_retry, cmd_retry, tick;
+	double             sub_backoff, cmd_backoff;
+	ev_tstamp          tick_at;       /* when the tick last ran */
+	uint32_t           pending;       /* commands unanswered on cmd */
+	ev_tstamp          progress_at;   /* last reply, or first wait */
+	ev_tstamp          hb_pub_at;     /* PUBLISH answered, awaiting echo */
+	uint64_t           hb_next, hb_seen, hb_waiting;
+	uint64_t           feed_gen;
+	ev_tstamp          presence_at;
+	ev_tstamp          sub_started, cmd_started;
+	char               channel[NT_KEY_MAX];
+	char               hb_channel[NT_KEY_MAX];
+	char               presence_key[NT_KEY_MAX];
+	char               instances_key[NT_KEY_MAX];
+} r;
+
+static void rds_connect(int which);
 
 static void
-set_error(struct ntws_server *s, const char *what, const char *errstr)
+schedule_retry(int which)
 {
-	snprintf(s->r.last_error, sizeof(s->r.last_error), "%s: %s", what,
-	    errstr != NULL && errstr[0] != '\0' ? errstr : "lost");
-}
+	ev_timer *t = which == SUB ? &r.sub_retry : &r.cmd_retry;
+	double *b = which == SUB ? &r.sub_backoff : &r.cmd_backoff;
 
-static void
-schedule_retry(struct ntws_server *s, int which)
-{
-	struct ntws_redis *r = &s->r;
-	ev_timer *t = which == SUB ? &r->sub_retry : &r->cmd_retry;
-	double *b = which == SUB ? &r->sub_backoff : &r->cmd_backoff;
-
-	if (s->shutting_down)
+	if (r.stopping)
 		return;
 	*b = *b < BACKOFF_MIN ? BACKOFF_MIN : *b * 2;
 	if (*b > BACKOFF_MAX)
 		*b = BACKOFF_MAX;
-	ev_timer_stop(s->loop, t);
+	ev_timer_stop(r.loop, t);
 	ev_timer_set(t, *b, 0.);
-	ev_timer_start(s->loop, t);
+	ev_timer_start(r.loop, t);
 }
 
 static void
 retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	struct ntws_server *s = w->data;
+	rds_connect(w == &r.sub_retry ? SUB : CMD);
+}
 
-	rds_connect(s, w == &s->r.sub_retry ? SUB : CMD);
+static void
+publish_state(void)
+{
+	ntws_m.redis_sub_up = (uint8_t)r.sub_ready;
+	ntws_m.redis_cmd_up = (uint8_t)r.cmd_ready;
+}
+
+int
+ntws_rds_sub_up(void)
+{
+	return r.sub_ready;
+}
+
+int
+ntws_rds_cmd_up(void)
+{
+	return r.cmd_ready;
+}
+
+int
+ntws_rds_ready(void)
+{
+	return r.sub_ready && r.cmd_ready;
+}
+
+uint64_t
+ntws_rds_feed_gen(void)
+{
+	return r.feed_gen;
+}
+
+/* ---- commands on the command connection, counted for liveness ---- */
+
+static void
+answered(redisAsyncContext *ac)
+{
+	if (ac != r.cmd)
+		return;   /* a replaced context's last NULL replies */
+	if (r.pending > 0)
+		r.pending--;
+	r.progress_at = ev_now(r.loop);
+}
+
+static int
+sent(int rc)
+{
+	if (rc != REDIS_OK)
+		return -1;
+	if (r.pending++ == 0)
+		r.progress_at = ev_now(r.loop);
+	return 0;
+}
+
+static void
+count_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	answered(ac);
+}
+
+/* A command whose answer only proves progress. */
+static int
+cmd(redisCallbackFn *fn, void *priv, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	if (r.cmd == NULL)
+		return -1;
+	va_start(ap, fmt);
+	rc = redisvAsyncCommand(r.cmd, fn != NULL ? fn : count_cb, priv, fmt, ap);
+	va_end(ap);
+	return sent(rc);
+}
+
+static int
+cmd_argv(redisCallbackFn *fn, void *priv, int argc, const char **argv,
+    const size_t *argvlen)
+{
+	if (r.cmd == NULL)
+		return -1;
+	return sent(redisAsyncCommandArgv(r.cmd, fn != NULL ? fn : count_cb,
+	    priv, argc, argv, argvlen));
+}
+
+/* ---- log reads and read marks ---- */
+
+struct call {
+	ntws_rds_reply_fn fn;
+	void             *arg;
+};
+
+static void
+call_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct call *q = priv;
+
+	answered(ac);
+	q->fn(reply, q->arg);
+	free(q);
+}
+
+static int
+eval(const char *script, const char *user, const char *const *args,
+    int nargs, ntws_rds_reply_fn fn, void *arg_fn)
+{
+	const char *argv[12];
+	char key[NT_KEY_MAX];
+	struct call *q;
+	int i;
+
+	if (!r.cmd_ready || nargs > 8 ||
+	    nt_key_userlog(key, sizeof(key), r.cfg->prefix, user) < 0 ||
+	    (q = malloc(sizeof(*q))) == NULL)
+		return -1;
+	q->fn = fn;
+	q->arg = arg_fn;
+	argv[0] = "EVAL";
+	argv[1] = script;
+	argv[2] = "1";
+	argv[3] = key;
+	for (i = 0; i < nargs; i++)
+		argv[4 + i] = args[i];
+	if (cmd_argv(call_cb, q, 4 + nargs, argv, NULL) != 0) {
+		free(q);
+		return -1;
+	}
+	return 0;
+}
+
+int
+ntws_rds_read_page(const char *user, const char *mode, const char *arg,
+    long long count, long long max_bytes, const char *epoch,
+    ntws_rds_reply_fn fn, void *arg_fn)
+{
+	char cnt[24], maxb[24];
+	const char *args[5];
+
+	snprintf(cnt, sizeof(cnt), "%lld", count);
+	snprintf(maxb, sizeof(maxb), "%lld", max_bytes);
+	args[0] = mode;
+	args[1] = arg != NULL ? arg : "";
+	args[2] = cnt;
+	args[3] = maxb;
+	args[4] = epoch != NULL ? epoch : "";
+	return eval(nt_lua_userlog_read, user, args, 5, fn, arg_fn);
+}
+
+int
+ntws_rds_mark(const char *user, const char *epoch, const char *pos,
+    ntws_rds_reply_fn fn, void *arg_fn)
+{
+	const char *args[2] = { epoch, pos };
+
+	return eval(nt_lua_userlog_mark, user, args, 2, fn, arg_fn);
 }
 
 /* ---- presence ---- */
 
-static void
-presence_touch(struct ntws_server *s)
-{
-	struct ntws_redis *r = &s->r;
+struct rewrite {
+	const char **argv;
+	size_t       n, cap;
+};
 
-	redisAsyncCommand(r->cmd, NULL, NULL, "EXPIRE %s %d", r->presence_key,
-	    NT_PRESENCE_TTL_S);
-	redisAsyncCommand(r->cmd, NULL, NULL, "SADD %s %s", r->instances_key,
-	    s->cfg->instance_id);
+static void
+rewrite_add(struct ntws_user *u, void *arg)
+{
+	struct rewrite *w = arg;
+
+	if (u->nsess == 0 || w->argv == NULL)
+		return;
+	if (w->n == 0) {
+		w->argv[w->n++] = "SADD";
+		w->argv[w->n++] = r.presence_key;
+	}
+	w->argv[w->n++] = u->name;
+	if (w->n == w->cap) {
+		cmd_argv(NULL, NULL, (int)w->n, w->argv, NULL);
+		w->n = 0;
+	}
 }
 
 /* Write the whole set again: after a reconnect, or when it expired. */
 static void
-presence_rewrite(struct ntws_server *s)
+presence_rewrite(void)
 {
-	struct ntws_redis *r = &s->r;
-	const char **argv;
-	size_t i, n = 0, cap = 514;
-	struct ntws_user *u;
+	struct rewrite w = { NULL, 0, 514 };
 
-	r->presence_at = ev_now(s->loop);
-	redisAsyncCommand(r->cmd, NULL, NULL, "MULTI");
-	redisAsyncCommand(r->cmd, NULL, NULL, "DEL %s", r->presence_key);
-	if ((argv = malloc(cap * sizeof(*argv))) != NULL) {
-		for (i = 0; i < s->nbuckets; i++)
-			for (u = s->users[i]; u != NULL; u = u->hnext) {
-				if (n == 0) {
-					argv[n++] = "SADD";
-					argv[n++] = r->presence_key;
-				}
-				argv[n++] = u->name;
-				if (n == cap) {
-					redisAsyncCommandArgv(r->cmd, NULL, NULL, (int)n,
-					    argv, NULL);
-					n = 0;
-				}
-			}
-		if (n > 0)
-			redisAsyncCommandArgv(r->cmd, NULL, NULL, (int)n, argv,
-			    NULL);
-		free(argv);
+	r.presence_at = ev_now(r.loop);
+	cmd(NULL, NULL, "MULTI");
+	cmd(NULL, NULL, "DEL %s", r.presence_key);
+	if ((w.argv = malloc(w.cap * sizeof(*w.argv))) != NULL) {
+		ntws_users_each(rewrite_add, &w);
+		if (w.n > 0)
+			cmd_argv(NULL, NULL, (int)w.n, w.argv, NULL);
+		free(w.argv);
 	}
-	redisAsyncCommand(r->cmd, NULL, NULL, "EXPIRE %s %d", r->presence_key,
-	    NT_PRESENCE_TTL_S);
-	redisAsyncCommand(r->cmd, NULL, NULL, "EXEC");
-	if (s->nusers > 0)
-		redisAsyncCommand(r->cmd, NULL, NULL, "SADD %s %s",
-		    r->instances_key, s->cfg->instance_id);
+	cmd(NULL, NULL, "EXPIRE %s %d", r.presence_key, NT_PRESENCE_TTL_S);
+	cmd(NULL, NULL, "EXEC");
+	if (ntws_users_count() > 0)
+		cmd(NULL, NULL, "SADD %s %s", r.instances_key,
+		    r.cfg->instance_id);
 }
 
 void
-ntws_redis_presence(struct ntws_server *s, const char *user, int add)
+ntws_rds_presence(const char *user, int add)
 {
-	struct ntws_redis *r = &s->r;
-
-	if (!r->cmd_ready || s->shutting_down)
+	if (!r.cmd_ready || r.stopping)
 		return;   /* the rewrite after reconnecting covers it */
 	if (add) {
-		redisAsyncCommand(r->cmd, NULL, NULL, "SADD %s %s",
-		    r->presence_key, user);
-		presence_touch(s);
+		cmd(NULL, NULL, "SADD %s %s", r.presence_key, user);
+		cmd(NULL, NULL, "EXPIRE %s %d", r.presence_key,
+		    NT_PRESENCE_TTL_S);
+		cmd(NULL, NULL, "SADD %s %s", r.instances_key,
+		    r.cfg->instance_id);
 	} else
-		redisAsyncCommand(r->cmd, NULL, NULL, "SREM %s %s",
-		    r->presence_key, user);
-}
-
-static void
-clear_cb(redisAsyncContext *ac, void *reply, void *priv)
-{
-	struct ntws_server *s = ac->data;
-
-	if (s->r.clear_pending > 0)
-		s->r.clear_pending--;
+		cmd(NULL, NULL, "SREM %s %s", r.presence_key, user);
 }
 
 void
-ntws_redis_presence_clear(struct ntws_server *s)
+ntws_rds_presence_clear(void)
 {
-	struct ntws_redis *r = &s->r;
-
-	if (!r->cmd_ready)
+	r.stopping = 1;
+	if (!r.cmd_ready)
 		return;
-	r->clear_pending = 2;
-	redisAsyncCommand(r->cmd, clear_cb, NULL, "DEL %s", r->presence_key);
-	redisAsyncCommand(r->cmd, clear_cb, NULL, "SREM %s %s",
-	    r->instances_key, s->cfg->instance_id);
+	cmd(NULL, NULL, "DEL %s", r.presence_key);
+	cmd(NULL, NULL, "SREM %s %s", r.instances_key, r.cfg->instance_id);
+}
+
+int
+ntws_rds_idle(void)
+{
+	return !r.cmd_ready || r.pending == 0;
 }
 
 static void
 renew_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
-	struct ntws_server *s = ac->data;
 	redisReply *rep = reply;
 
+	answered(ac);
 	/* EXPIRE of a missing key: the set expired; write it again. */
 	if (rep != NULL && rep->type == REDIS_REPLY_INTEGER &&
-	    rep->integer == 0 && s->nusers > 0 && s->r.cmd_ready &&
-	    !s->shutting_down)
-		presence_rewrite(s);
-}
-
-/* ---- HDEL of delivered messages, kept until Redis answers ---- */
-
-static void
-hdel_cb(redisAsyncContext *ac, void *reply, void *priv)
-{
-	struct ntws_server *s = ac->data;
-	struct ntws_redis *r = &s->r;
-	struct ntws_hdel *h;
-
-	if (reply == NULL || r->hdel_head == NULL || r->hdel_sent == 0)
-		return;   /* connection lost: it will be sent again */
-	h = r->hdel_head;
-	r->hdel_head = h->next;
-	if (r->hdel_head == NULL)
-		r->hdel_tail = NULL;
-	r->hdel_n--;
-	r->hdel_sent--;
-	free(h);
-}
-
-static void
-hdel_send(struct ntws_server *s, struct ntws_hdel *h)
-{
-	char key[NT_KEY_MAX];
-
-	if (nt_key_offline(key, sizeof(key), s->cfg->prefix, h->user) < 0)
-		return;
-	redisAsyncCommand(s->r.cmd, hdel_cb, NULL, "HDEL %s %s", key, h->id);
-	s->r.hdel_sent++;
-}
-
-void
-ntws_redis_hdel(struct ntws_server *s, const char *user, const char *id)
-{
-	struct ntws_redis *r = &s->r;
-	size_t ulen = strlen(user), ilen = strlen(id);
-	struct ntws_hdel *h = malloc(sizeof(*h) + ulen + ilen + 2);
-
-	if (h == NULL)
-		return;
-	memcpy(h->user, user, ulen + 1);
-	h->id = h->user + ulen + 1;
-	memcpy(h->id, id, ilen + 1);
-	h->next = NULL;
-	if (r->hdel_tail != NULL)
-		r->hdel_tail->next = h;
-	else
-		r->hdel_head = h;
-	r->hdel_tail = h;
-	r->hdel_n++;
-	if (r->cmd_ready)
-		hdel_send(s, h);
-}
-
-int
-ntws_redis_idle(const struct ntws_server *s)
-{
-	return !s->r.cmd_ready || (s->r.hdel_n == 0 && s->r.clear_pending == 0);
-}
-
-/* ---- replay reads ---- */
-
-struct hgetall_req {
-	struct ntws_conn *c;
-	uint32_t          gen;
-};
-
-static void
-hgetall_cb(redisAsyncContext *ac, void *reply, void *priv)
-{
-	struct hgetall_req *q = priv;
-	struct ntws_conn *c = q->c;
-	redisReply *rep = reply;
-
-	c->redis_pending--;
-	if (c->state == NTWS_CS_REPLAY && c->rp != NULL &&
-	    q->gen == c->replay_gen) {
-		if (rep == NULL)
-			c->rp->inflight = 0;   /* again once Redis is back */
-		else {
-			if (rep->type == REDIS_REPLY_ERROR)
-				nt_log_warn("HGETALL of user %s: %s",
-				    c->user ? c->user->name : "?", rep->str);
-			ntws_replay_done(c, rep->type == REDIS_REPLY_ARRAY ? rep :
-			    NULL);
-		}
-	}
-	free(q);
-}
-
-void
-ntws_redis_hgetall(struct ntws_server *s, struct ntws_conn *c)
-{
-	char key[NT_KEY_MAX];
-	struct hgetall_req *q;
-
-	if (c->user == NULL || c->rp == NULL || c->rp->loaded ||
-	    nt_key_offline(key, sizeof(key), s->cfg->prefix, c->user->name) < 0)
-		return;
-	if ((q = malloc(sizeof(*q))) == NULL)
-		return;
-	q->c = c;
-	q->gen = c->replay_gen;
-	if (redisAsyncCommand(s->r.cmd, hgetall_cb, q, "HGETALL %s", key) !=
-	    REDIS_OK) {
-		free(q);
-		return;
-	}
-	c->redis_pending++;
-	c->rp->inflight = 1;
-}
-
-int
-ntws_redis_can_replay(const struct ntws_server *s)
-{
-	return s->r.cmd_ready && s->r.sub_ready;
-}
-
-int
-ntws_redis_healthy(const struct ntws_server *s)
-{
-	return s->r.cmd_ready && s->r.sub_ready;
-}
-
-int
-ntws_redis_sub_up(const struct ntws_server *s)
-{
-	return s->r.sub_ready;
-}
-
-int
-ntws_redis_cmd_up(const struct ntws_server *s)
-{
-	return s->r.cmd_ready;
+	    rep->integer == 0 && ntws_users_count() > 0 && r.cmd_ready &&
+	    !r.stopping)
+		presence_rewrite();
 }
 
 /* ---- connection state ---- */
 
 static void
-both_ready_check(struct ntws_server *s)
+both_ready_check(void)
 {
-	if (!ntws_redis_can_replay(s))
+	if (!ntws_rds_ready())
 		return;
-	nt_log_info("redis: connected and subscribed to %s", s->r.channel);
-	ntws_replay_kick_all(s);
-	ntws_server_maybe_ready(s);
+	nt_log_info("redis: connected and subscribed to %s", r.channel);
+	if (r.hooks->on_ready != NULL)
+		r.hooks->on_ready();
+}
+
+static void
+set_cmd_down(void)
+{
+	r.cmd = NULL;
+	r.cmd_ready = 0;
+	r.pending = 0;
+	r.hb_pub_at = 0;
+	publish_state();
+}
+
+static void
+set_sub_down(void)
+{
+	int was = r.sub_ready;
+
+	r.sub = NULL;
+	r.sub_ready = 0;
+	r.hb_pub_at = 0;
+	publish_state();
+	if (was) {
+		/* Messages may be missed from now on: nobody trusts the feed. */
+		r.feed_gen++;
+		if (r.hooks->on_feed_lost != NULL)
+			r.hooks->on_feed_lost();
+	}
 }
 
 static void
 cmd_ready_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
-	struct ntws_server *s = ac->data;
-	struct ntws_redis *r = &s->r;
 	redisReply *rep = reply;
-	struct ntws_hdel *h;
 
+	answered(ac);
 	if (rep == NULL)
 		return;
 	if (rep->type == REDIS_REPLY_ERROR) {
-		set_error(s, "redis", rep->str);
 		nt_log_err("redis: %s", rep->str);
 		redisAsyncDisconnect(ac);
 		return;
 	}
-	r->cmd_ready = 1;
-	r->cmd_backoff = 0;
-	/* Deliveries written while away: delete them before any replay reads. */
-	r->hdel_sent = 0;
-	for (h = r->hdel_head; h != NULL; h = h->next)
-		hdel_send(s, h);
+	r.cmd_ready = 1;
+	r.cmd_backoff = 0;
+	publish_state();
 	/* Users may have left while we could not tell Redis: start over. */
-	presence_rewrite(s);
-	both_ready_check(s);
+	presence_rewrite();
+	both_ready_check();
 }
 
 static void
 sub_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
-	struct ntws_server *s = ac->data;
-	struct ntws_redis *r = &s->r;
 	redisReply *rep = reply, **e;
 	uint64_t seq;
 
 	if (rep == NULL)
 		return;
 	if (rep->type == REDIS_REPLY_ERROR) {
-		set_error(s, "redis", rep->str);
 		nt_log_err("redis: SUBSCRIBE: %s", rep->str);
 		redisAsyncDisconnect(ac);
 		return;
@@ -358,30 +406,30 @@ sub_cb(redisAsyncContext *ac, void *reply, void *priv)
 		return;
 	if (strcmp(e[0]->str, "message") == 0 &&
 	    e[2]->type == REDIS_REPLY_STRING) {
-		if (strcmp(e[1]->str, r->hb_channel) == 0) {
+		if (strcmp(e[1]->str, r.hb_channel) == 0) {
 			seq = strtoull(e[2]->str, NULL, 10);
-			if (seq > r->hb_seen)
-				r->hb_seen = seq;
-			if (seq >= r->hb_waiting)
-				r->hb_pub_at = 0;
-		} else
-			ntws_deliver_payload(s, e[2]->str, e[2]->len);
+			if (seq > r.hb_seen)
+				r.hb_seen = seq;
+			if (seq >= r.hb_waiting)
+				r.hb_pub_at = 0;
+		} else if (r.hooks->on_message != NULL)
+			r.hooks->on_message(e[2]->str, e[2]->len);
 	} else if (strcmp(e[0]->str, "subscribe") == 0 &&
-	    strcmp(e[1]->str, r->channel) == 0) {
-		r->sub_ready = 1;
-		r->sub_backoff = 0;
-		both_ready_check(s);
+	    strcmp(e[1]->str, r.channel) == 0) {
+		r.sub_ready = 1;
+		r.sub_backoff = 0;
+		publish_state();
+		both_ready_check();
 	}
 }
 
 static void
 auth_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
-	struct ntws_server *s = ac->data;
 	redisReply *rep = reply;
 
+	answered(ac);
 	if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
-		set_error(s, "redis AUTH/SELECT", rep->str);
 		nt_log_err("redis: AUTH/SELECT refused: %s", rep->str);
 		redisAsyncDisconnect(ac);
 	}
@@ -390,82 +438,68 @@ auth_cb(redisAsyncContext *ac, void *reply, void *priv)
 static void
 connect_cb(const redisAsyncContext *ac, int status)
 {
-	struct ntws_server *s = ac->data;
-	int which = ac == s->r.sub ? SUB : CMD;
+	int which = ac == r.sub ? SUB : CMD;
 
 	if (status == REDIS_OK)
 		return;
-	set_error(s, "redis connect", ac->errstr);
 	if (which == SUB) {
-		s->r.sub = NULL;
-		nt_log(s->r.sub_backoff >= BACKOFF_MAX ? NT_LOG_DEBUG :
-		    NT_LOG_WARN, "redis: cannot connect: %s", ac->errstr);
+		r.sub = NULL;
+		nt_log(r.sub_backoff >= BACKOFF_MAX ? NT_LOG_DEBUG : NT_LOG_WARN,
+		    "redis: cannot connect: %s", ac->errstr);
 	} else
-		s->r.cmd = NULL;
-	schedule_retry(s, which);
+		r.cmd = NULL;
+	schedule_retry(which);
 }
 
 static void
 disconnect_cb(const redisAsyncContext *ac, int status)
 {
-	struct ntws_server *s = ac->data;
-	struct ntws_redis *r = &s->r;
+	const char *why = ac->errstr[0] ? ac->errstr : "closed";
 
-	if (ac == r->sub) {
-		r->sub = NULL;
-		if (r->sub_ready && !s->shutting_down)
-			nt_log_warn("redis: subscriber connection lost: %s",
-			    ac->errstr[0] ? ac->errstr : "closed");
-		r->sub_ready = 0;
-		r->hb_pub_at = 0;
-		s->m.redis_reconnects++;
-		/* Messages may be missed while away: everyone replays again. */
-		if (!s->shutting_down)
-			ntws_replay_restart_all(s);
-		schedule_retry(s, SUB);
-	} else if (ac == r->cmd) {
-		r->cmd = NULL;
-		if (r->cmd_ready && !s->shutting_down)
-			nt_log_warn("redis: command connection lost: %s",
-			    ac->errstr[0] ? ac->errstr : "closed");
-		r->cmd_ready = 0;
-		r->cmd_ping_at = 0;
-		r->hb_pub_at = 0;
-		r->hdel_sent = 0;
-		schedule_retry(s, CMD);
+	if (ac == r.sub) {
+		if (r.sub_ready && !r.stopping) {
+			nt_log_warn("redis: subscriber connection lost: %s", why);
+			ntws_m.redis_sub_reconnects++;
+		}
+		set_sub_down();
+		schedule_retry(SUB);
+	} else if (ac == r.cmd) {
+		if (r.cmd_ready && !r.stopping) {
+			nt_log_warn("redis: command connection lost: %s", why);
+			ntws_m.redis_cmd_reconnects++;
+		}
+		set_cmd_down();
+		schedule_retry(CMD);
 	}
-	if (ac->errstr[0])
-		set_error(s, "redis", ac->errstr);
-	else
-		set_error(s, "redis", "connection closed");
 }
 
 static void
-rds_connect(struct ntws_server *s, int which)
+rds_connect(int which)
 {
-	const struct nt_redis_url *u = &s->cfg->redis;
-	struct ntws_redis *r = &s->r;
+	const struct nt_redis_url *u = &r.cfg->redis;
 	redisAsyncContext *ac;
 
-	if (s->shutting_down)
+	if (r.stopping)
 		return;
 	ac = u->is_unix ? redisAsyncConnectUnix(u->path) :
 	    redisAsyncConnect(u->host, u->port);
 	if (ac == NULL || ac->err) {
-		set_error(s, "redis connect", ac ? ac->errstr : "out of memory");
 		if (ac != NULL)
 			redisAsyncFree(ac);
-		schedule_retry(s, which);
+		schedule_retry(which);
 		return;
 	}
-	ac->data = s;
-	redisLibevAttach(s->loop, ac);
+	redisLibevAttach(r.loop, ac);
 	redisAsyncSetConnectCallback(ac, connect_cb);
 	redisAsyncSetDisconnectCallback(ac, disconnect_cb);
-	if (which == SUB)
-		r->sub = ac;
-	else
-		r->cmd = ac;
+	if (which == SUB) {
+		r.sub = ac;
+		r.sub_started = ev_now(r.loop);
+	} else {
+		r.cmd = ac;
+		r.pending = 0;
+		r.cmd_started = ev_now(r.loop);
+	}
 	if (u->password[0] != '\0') {
 		if (u->username[0] != '\0')
 			redisAsyncCommand(ac, auth_cb, NULL, "AUTH %s %s",
@@ -474,53 +508,39 @@ rds_connect(struct ntws_server *s, int which)
 			redisAsyncCommand(ac, auth_cb, NULL, "AUTH %s", u->password);
 	}
 	/* Named, so that CLIENT LIST tells which instance and role it is. */
-	redisAsyncCommand(ac, NULL, NULL, "CLIENT SETNAME notifyd-ws:%s:%s",
-	    which == SUB ? "sub" : "cmd", s->cfg->instance_id);
+	redisAsyncCommand(ac, which == SUB ? NULL : count_cb, NULL,
+	    "CLIENT SETNAME notifyd-ws:%s:%s", which == SUB ? "sub" : "cmd",
+	    r.cfg->instance_id);
 	if (which == SUB) {
-		redisAsyncCommand(ac, sub_cb, NULL, "SUBSCRIBE %s %s", r->channel,
-		    r->hb_channel);
+		redisAsyncCommand(ac, sub_cb, NULL, "SUBSCRIBE %s %s", r.channel,
+		    r.hb_channel);
 	} else {
 		if (u->db > 0)
 			redisAsyncCommand(ac, auth_cb, NULL, "SELECT %d", u->db);
 		redisAsyncCommand(ac, cmd_ready_cb, NULL, "PING");
 	}
-	if (which == SUB)
-		r->sub_started = ev_now(s->loop);
-	else
-		r->cmd_started = ev_now(s->loop);
 }
 
 /* ---- liveness ---- */
 
 static void
-ping_cb(redisAsyncContext *ac, void *reply, void *priv)
-{
-	struct ntws_server *s = ac->data;
-
-	if (reply != NULL)
-		s->r.cmd_ping_at = 0;
-}
-
-static void
 hb_pub_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
-	struct ntws_server *s = ac->data;
-	struct ntws_redis *r = &s->r;
 	uint64_t seq = (uint64_t)(uintptr_t)priv;
 
-	if (reply == NULL || !r->sub_ready || seq <= r->hb_seen)
+	answered(ac);
+	if (reply == NULL || !r.sub_ready || seq <= r.hb_seen)
 		return;
-	if (r->hb_pub_at == 0) {
-		r->hb_pub_at = ev_now(s->loop);
-		r->hb_waiting = seq;
+	if (r.hb_pub_at == 0) {
+		r.hb_pub_at = ev_now(r.loop);
+		r.hb_waiting = seq;
 	}
 }
 
 static void
-drop(struct ntws_server *s, int which, const char *why)
+drop(int which, const char *why)
 {
-	struct ntws_redis *r = &s->r;
-	redisAsyncContext *ac = which == SUB ? r->sub : r->cmd;
+	redisAsyncContext *ac = which == SUB ? r.sub : r.cmd;
 
 	nt_log_warn("redis: %s, reconnecting", why);
 	/*
@@ -529,110 +549,107 @@ drop(struct ntws_server *s, int which, const char *why)
 	 * disconnect_cb, so its state is reset here.
 	 */
 	redisAsyncFree(ac);
-	if (which == SUB && r->sub == ac) {
-		r->sub = NULL;
-		r->sub_ready = 0;
-		schedule_retry(s, SUB);
-	} else if (which == CMD && r->cmd == ac) {
-		r->cmd = NULL;
-		r->cmd_ready = 0;
-		r->cmd_ping_at = 0;
-		r->hdel_sent = 0;
-		schedule_retry(s, CMD);
+	if (which == SUB && r.sub == ac) {
+		set_sub_down();
+		schedule_retry(SUB);
+	} else if (which == CMD && r.cmd == ac) {
+		set_cmd_down();
+		schedule_retry(CMD);
 	}
-	set_error(s, "redis", why);
 }
 
 static void
 tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	struct ntws_server *s = w->data;
-	struct ntws_redis *r = &s->r;
 	ev_tstamp now = ev_now(loop);
-	double tmo = s->cfg->redis_timeout;
+	double tmo = r.cfg->redis_timeout;
 
-	if (r->cmd != NULL && !r->cmd_ready && now - r->cmd_started > tmo)
-		drop(s, CMD, "command connection: connect timeout");
-	if (r->sub != NULL && !r->sub_ready && now - r->sub_started > tmo)
-		drop(s, SUB, "subscriber connection: connect timeout");
-	if (r->cmd != NULL && r->cmd_ready && r->cmd_ping_at > 0 &&
-	    now - r->cmd_ping_at > tmo)
-		drop(s, CMD, "command connection: no PING reply");
-	if (r->sub != NULL && r->sub_ready && r->hb_pub_at > 0 &&
-	    now - r->hb_pub_at > tmo)
-		drop(s, SUB, "subscriber connection: heartbeat lost");
-	if (!r->cmd_ready)
+	/*
+	 * A late tick means the process did not run (stopped, starved): the
+	 * replies may be waiting in the sockets, unread. The deadlines run
+	 * from now, once they have had their chance to be read.
+	 */
+	if (r.tick_at > 0 && now - r.tick_at > 2 * w->repeat) {
+		r.progress_at = now;
+		if (r.hb_pub_at > 0)
+			r.hb_pub_at = now;
+	}
+	r.tick_at = now;
+
+	if (r.cmd != NULL && !r.cmd_ready && now - r.cmd_started > tmo)
+		drop(CMD, "command connection: connect timeout");
+	if (r.sub != NULL && !r.sub_ready && now - r.sub_started > tmo)
+		drop(SUB, "subscriber connection: connect timeout");
+	if (r.cmd != NULL && r.cmd_ready && r.pending > 0 &&
+	    now - r.progress_at > tmo)
+		drop(CMD, "command connection: no reply within --redis-timeout");
+	if (r.sub != NULL && r.sub_ready && r.hb_pub_at > 0 &&
+	    now - r.hb_pub_at > tmo)
+		drop(SUB, "subscriber connection: heartbeat lost");
+	if (!r.cmd_ready)
 		return;
-	if (r->cmd_ping_at == 0) {
-		r->cmd_ping_at = now;
-		redisAsyncCommand(r->cmd, ping_cb, NULL, "PING");
+	if (r.pending == 0)
+		cmd(NULL, NULL, "PING");
+	if (r.sub_ready && r.hb_pub_at == 0) {
+		uint64_t seq = r.hb_next++;
+		cmd(hb_pub_cb, (void *)(uintptr_t)seq, "PUBLISH %s %llu",
+		    r.hb_channel, (unsigned long long)seq);
 	}
-	if (r->sub_ready && r->hb_pub_at == 0) {
-		uint64_t seq = r->hb_next++;
-		redisAsyncCommand(r->cmd, hb_pub_cb, (void *)(uintptr_t)seq,
-		    "PUBLISH %s %llu", r->hb_channel, (unsigned long long)seq);
-	}
-	if (s->nusers > 0 && !s->shutting_down &&
-	    now - r->presence_at >= NT_PRESENCE_RENEW_S) {
-		r->presence_at = now;
-		redisAsyncCommand(r->cmd, renew_cb, NULL, "EXPIRE %s %d",
-		    r->presence_key, NT_PRESENCE_TTL_S);
-		redisAsyncCommand(r->cmd, NULL, NULL, "SADD %s %s",
-		    r->instances_key, s->cfg->instance_id);
+	if (ntws_users_count() > 0 && !r.stopping &&
+	    now - r.presence_at >= NT_PRESENCE_RENEW_S) {
+		r.presence_at = now;
+		cmd(renew_cb, NULL, "EXPIRE %s %d", r.presence_key,
+		    NT_PRESENCE_TTL_S);
+		cmd(NULL, NULL, "SADD %s %s", r.instances_key,
+		    r.cfg->instance_id);
 	}
 }
 
 void
-ntws_redis_start(struct ntws_server *s)
+ntws_rds_start(struct ev_loop *loop, const struct ntws_config *cfg,
+    const struct ntws_rds_hooks *hooks)
 {
-	struct ntws_redis *r = &s->r;
-	double tick = s->cfg->redis_timeout / 3;
+	double tick = cfg->redis_timeout / 3;
 	char hb[NT_KEY_MAX];
 
-	nt_key_channel(r->channel, sizeof(r->channel), s->cfg->prefix);
-	snprintf(hb, sizeof(hb), "notifyd-ws:heartbeat:%s", s->cfg->instance_id);
-	snprintf(r->hb_channel, sizeof(r->hb_channel), "%s%s", s->cfg->prefix,
-	    hb);
-	nt_key_presence(r->presence_key, sizeof(r->presence_key),
-	    s->cfg->prefix, s->cfg->instance_id);
-	nt_key_presence_instances(r->instances_key, sizeof(r->instances_key),
-	    s->cfg->prefix);
-	r->hb_next = 1;
-	snprintf(r->last_error, sizeof(r->last_error), "connecting");
-	ev_init(&r->sub_retry, retry_cb);
-	r->sub_retry.data = s;
-	ev_init(&r->cmd_retry, retry_cb);
-	r->cmd_retry.data = s;
+	memset(&r, 0, sizeof(r));
+	r.loop = loop;
+	r.cfg = cfg;
+	r.hooks = hooks;
+	nt_key_channel(r.channel, sizeof(r.channel), cfg->prefix);
+	snprintf(hb, sizeof(hb), "notifyd-ws:heartbeat:%s", cfg->instance_id);
+	snprintf(r.hb_channel, sizeof(r.hb_channel), "%s%s", cfg->prefix, hb);
+	nt_key_presence(r.presence_key, sizeof(r.presence_key), cfg->prefix,
+	    cfg->instance_id);
+	nt_key_presence_instances(r.instances_key, sizeof(r.instances_key),
+	    cfg->prefix);
+	r.hb_next = 1;
+	ev_init(&r.sub_retry, retry_cb);
+	ev_init(&r.cmd_retry, retry_cb);
 	if (tick > 1.0)
 		tick = 1.0;
 	if (tick < 0.05)
 		tick = 0.05;
-	ev_timer_init(&r->tick, tick_cb, tick, tick);
-	r->tick.data = s;
-	ev_timer_start(s->loop, &r->tick);
-	rds_connect(s, SUB);
-	rds_connect(s, CMD);
+	ev_timer_init(&r.tick, tick_cb, tick, tick);
+	ev_timer_start(loop, &r.tick);
+	rds_connect(SUB);
+	rds_connect(CMD);
 }
 
-/* Close both connections now (end of shutdown). */
 void
-ntws_redis_stop(struct ntws_server *s)
+ntws_rds_stop(void)
 {
-	struct ntws_redis *r = &s->r;
-	struct ntws_hdel *h;
+	redisAsyncContext *sub = r.sub, *cmdc = r.cmd;
 
-	ev_timer_stop(s->loop, &r->tick);
-	ev_timer_stop(s->loop, &r->sub_retry);
-	ev_timer_stop(s->loop, &r->cmd_retry);
-	if (r->sub != NULL)
-		redisAsyncFree(r->sub);
-	if (r->cmd != NULL)
-		redisAsyncFree(r->cmd);
-	r->sub = r->cmd = NULL;
-	while ((h = r->hdel_head) != NULL) {
-		r->hdel_head = h->next;
-		free(h);
-	}
-	r->hdel_tail = NULL;
-	r->hdel_n = r->hdel_sent = 0;
+	r.stopping = 1;
+	ev_timer_stop(r.loop, &r.tick);
+	ev_timer_stop(r.loop, &r.sub_retry);
+	ev_timer_stop(r.loop, &r.cmd_retry);
+	if (sub != NULL)
+		redisAsyncFree(sub);
+	if (cmdc != NULL)
+		redisAsyncFree(cmdc);
+	r.sub = r.cmd = NULL;
+	r.sub_ready = r.cmd_ready = 0;
+	publish_state();
 }

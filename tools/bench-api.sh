@@ -48,7 +48,7 @@ echo "notifyd-api send: $THREADS worker threads on cpu $api_cpu; redis-server an
 taskset -c "$other_cpu" wrk -t 1 -c "$CONNS" -d "${DURATION}s" --latency \
     -s tools/bench/api-send.lua "http://127.0.0.1:$aport" > "$work/wrk.out"
 cat "$work/wrk.out"
-stored=$(redis-cli -p "$rport" eval "local n=0 for _,k in ipairs(redis.call('keys','offline:*')) do n=n+redis.call('hlen',k) end return n" 0)
+stored=$(redis-cli -p "$rport" eval "local n=0 for _,k in ipairs(redis.call('keys','offline:{*')) do local h=redis.call('hmget',k,'seq','first') n=n+h[1]-h[2]+1 end return n" 0)
 rps=$(awk '/^Requests\/sec/ {print $2}' "$work/wrk.out")
 p99=$(awk '$1 == "99%" {print $2}' "$work/wrk.out")
 echo "notifyd-api send ($THREADS threads, 1 core): $rps requests/s, p99 $p99, $stored messages stored in Redis"

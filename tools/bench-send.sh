@@ -17,5 +17,5 @@ for i in range($N):
 start=$(date +%s.%N)
 bin/notify-send --redis "redis://127.0.0.1:$port" --batch < "$work/batch.jsonl"
 end=$(date +%s.%N)
-stored=$(redis-cli -p "$port" eval "local n=0 for _,k in ipairs(redis.call('keys','offline:*')) do n=n+redis.call('hlen',k) end return n" 0)
+stored=$(redis-cli -p "$port" eval "local n=0 for _,k in ipairs(redis.call('keys','offline:{*')) do local h=redis.call('hmget',k,'seq','first') n=n+h[1]-h[2]+1 end return n" 0)
 /usr/bin/python3 -c "print('notify-send --batch: %d messages in %.3f s, %.0f msg/s, %s stored' % ($N, $end - $start, $N / ($end - $start), '$stored'))"

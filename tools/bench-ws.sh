@@ -37,6 +37,11 @@ until redis-cli -p "$rport" ping >/dev/null 2>&1; do
 	sleep 0.1
 done
 
+# The load client sends with the very script the senders use.
+${CC:-cc} -Ilib -o "$work/print-lua" tools/bench/print-lua.c \
+    build/plain/libnotifyd.a -lhiredis -ljansson
+"$work/print-lua" > "$work/send.lua"
+
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/secret"
 wport=$(free_port)
 : > "$work/ready"
@@ -55,5 +60,6 @@ echo "notifyd-ws $(bin/notifyd-ws --version | cut -d' ' -f2), $(nproc) cores," \
     "open files limit $(ulimit -Hn)"
 $PY tools/bench/ws-load.py --ws-port "$wport" --redis-port "$rport" \
     --secret-file "$work/secret" --pid "$wpid" --conns "$conns" \
-    --targeted "$targeted" --broadcasts "$broadcasts"
+    --targeted "$targeted" --broadcasts "$broadcasts" \
+    --notify-send bin/notify-send --lua-file "$work/send.lua"
 echo "daemon CPU time: $(ps -o times= -p "$wpid" | tr -d ' ')s"

@@ -33,20 +33,14 @@ CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
 -Ilib -Inotifyd-ws $(pkg-config --cflags hiredis jansson libjwt)"
 LIBS="$(pkg-config --libs hiredis jansson libjwt) -lwslay -lev -lcrypto -lm"
 LIB_SRCS=$(ls lib/*.c)
-# handshake.c is #included by its target; main.c has a main().
-WS_SRCS=$(ls notifyd-ws/*.c | grep -v -e '/main\.c$' -e '/handshake\.c$')
+# fuzz_handshake drives the request parser and the handshake checks beside it.
+WS_SRCS="notifyd-ws/http.c notifyd-ws/sha1.c"
 
 mkdir -p "$OUT"
-# The same assets as the Makefile's WEB_ASSETS, for notifyd-ws's files.
-assets=$(ls clients/js/*.js clients/js/*.d.ts clients/js/*.html \
-    clients/js/*.css 2>/dev/null || true)
-# shellcheck disable=SC2086
-sh tools/embed-assets.sh $assets > "$OUT/web_assets.c"
-
 targets=${*:-$(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//')}
 for t in $targets; do
 	srcs="tests/fuzz/$t.c $LIB_SRCS"
-	[ "$t" = fuzz_handshake ] && srcs="$srcs $WS_SRCS $OUT/web_assets.c"
+	[ "$t" = fuzz_handshake ] && srcs="$srcs $WS_SRCS"
 	echo "fuzz: building $OUT/$t" >&2
 	# shellcheck disable=SC2086
 	$CC $CFLAGS -o "$OUT/$t" $srcs $LIBS

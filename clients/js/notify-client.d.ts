@@ -15,6 +15,11 @@ export interface Notification<D = Record<string, unknown>> {
   /** The addressee; null for a broadcast. */
   target_user: string | null;
   channel: string | null;
+  /**
+   * The message's position in its user's log (1, 2, 3...), for targeted
+   * messages; broadcasts have none. Passed through untouched.
+   */
+  seq?: number;
   [field: string]: unknown;
 }
 
@@ -39,6 +44,23 @@ export interface Timers {
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(id: unknown): void;
   now(): number;
+}
+
+/** Where the client keeps the last processed id: localStorage, sessionStorage or anything alike. */
+export interface ResumeStorage {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+}
+
+export interface ResumeOptions {
+  /**
+   * The storage key. Make it one per user (and per app), e.g.
+   * 'notifyd:last-id:' + userId: an id from another user's log is unknown
+   * to the server, which then resends the whole log (recovered: false).
+   */
+  key: string;
+  /** Default globalThis.localStorage. */
+  storage?: ResumeStorage;
 }
 
 export interface NotificationClientOptions {
@@ -66,6 +88,18 @@ export interface NotificationClientOptions {
   heartbeatTimeout?: number;
   /** How many recent notification ids are remembered to drop repeats. Default 1000. */
   dedupSize?: number;
+  /**
+   * Resume the first connection after this notification id (?since=ID), as
+   * if the client had processed it. Every reconnect resumes after the last
+   * notification processed anyway. Takes precedence over a stored id.
+   */
+  since?: string | null;
+  /**
+   * Keep the last processed id across page loads: read from storage at
+   * construction (used as since of the first connection), written after
+   * each processed notification of the user's log.
+   */
+  resume?: ResumeOptions | null;
   /**
    * Called once after the server rejected the token (close 4001). A new,
    * different token makes the client reconnect with it; anything else, or
@@ -103,10 +137,24 @@ export interface CloseEvent {
 }
 
 export interface ErrorEvent {
-  source: 'server' | 'socket' | 'parse' | 'handler' | 'token';
+  /** storage: reading or writing the resume storage failed (reading is reported on connect()). */
+  source: 'server' | 'socket' | 'parse' | 'handler' | 'token' | 'storage';
   error: unknown;
   /** The message involved (server error reply, or the notification whose handler threw). */
   message?: unknown;
+}
+
+/**
+ * The server's answer to ?since=ID, before any notification of the
+ * connection. recovered: false means ID is no longer in the user's log
+ * (trimmed, expired, unknown): messages may have been missed, so reload
+ * the state the notifications feed (unread counts, lists) from your own
+ * API. The messages still kept follow, from the log's first one; those
+ * already processed are dropped by id (within dedupSize).
+ */
+export interface ResumeEvent {
+  since: string;
+  recovered: boolean;
 }
 
 export interface ClientEvents {
@@ -119,6 +167,8 @@ export interface ClientEvents {
   auth_failed: { code: number; reason: string };
   subscribed: { channel: string };
   unsubscribed: { channel: string };
+  /** The connection resumed after the id it sent as since (see ResumeEvent). */
+  resume: ResumeEvent;
   /** A notification id seen before was dropped (acknowledged again in ack mode). */
   duplicate: { id: string; message: Notification };
   error: ErrorEvent;
@@ -137,6 +187,12 @@ export declare class NotificationClient {
   readonly channels: string[];
   /** Reconnect attempts since the last good connection. */
   readonly reconnectAttempts: number;
+  /**
+   * Id of the last processed notification of the user's log (one with a
+   * seq; broadcasts do not count), sent as ?since= on the next
+   * connection. In ack mode, the last one acknowledged. null before any.
+   */
+  readonly lastId: string | null;
 
   /** Open the connection; no-op while connecting or connected. */
   connect(): this;

@@ -11,9 +11,15 @@
  *
  * Wire protocol (notifyd(7), notifyd-ws(8)): the token travels as
  * ?token=JWT (or as the subprotocol pair "bearer", JWT); the server sends
- * notification objects, which always carry an "id", and control replies
- * (pong, subscribed, unsubscribed, error), which never do. A bad token is
+ * notification objects, which always carry an "id" (and, when they come
+ * from the user's log, its position "seq"), and control frames (pong,
+ * subscribed, unsubscribed, error, resume), which never do. A bad token is
  * accepted at the HTTP level and then closed with code 4001.
+ *
+ * Resuming: the client keeps the id of the last notification of the
+ * user's log that it processed and asks for what follows it on every
+ * reconnect (?since=ID); the server answers first with
+ * {"type":"resume","since":ID,"recovered":true|false}.
  */
 
 const AUTH_FAILED_CODE = 4001;
@@ -21,6 +27,9 @@ const WS_OPEN = 1;
 // Close codes a client may send are 1000 or 3000..4999.
 const CLIENT_GIVES_UP_CODE = 4000;
 const CHANNEL_RE = /^[A-Za-z0-9_.:@/-]{1,128}$/;
+// Longer than any id notifyd mints or accepts: a stored value past it
+// is not one of ours.
+const MAX_ID_LENGTH = 256;
 
 export const States = Object.freeze({
   DISCONNECTED: 'disconnected',
@@ -43,6 +52,8 @@ const DEFAULTS = Object.freeze({
   heartbeatInterval: 25000,
   heartbeatTimeout: 10000,
   dedupSize: 1000,
+  since: null,
+  resume: null,
   refreshToken: null,
   WebSocket: null,
   timers: null,
@@ -56,6 +67,35 @@ const globalTimers = Object.freeze({
   clearTimeout: (id) => globalThis.clearTimeout(id),
   now: () => Date.now(),
 });
+
+function isId(v) {
+  return typeof v === 'string' && v !== '' && v.length <= MAX_ID_LENGTH;
+}
+
+// options.resume -> {storage, key}, or null. Throws on a shape that
+// cannot work, so that the mistake shows at construction, not after the
+// first reload that fails to resume.
+function resumeStore(resume) {
+  if (resume === null || resume === undefined || resume === false) return null;
+  if (typeof resume !== 'object') {
+    throw new TypeError('NotificationClient: resume must be an object {key, storage?}');
+  }
+  if (typeof resume.key !== 'string' || resume.key === '') {
+    throw new TypeError('NotificationClient: resume.key must be a non-empty string');
+  }
+  let storage = resume.storage;
+  if (storage === undefined) {
+    try {
+      storage = globalThis.localStorage;
+    } catch {
+      storage = undefined; // a sandboxed frame may not touch it at all
+    }
+  }
+  if (!storage || typeof storage.getItem !== 'function' || typeof storage.setItem !== 'function') {
+    throw new TypeError('NotificationClient: resume.storage must have getItem and setItem (e.g. localStorage)');
+  }
+  return { storage, key: resume.key };
+}
 
 function isThenable(v) {
   return v !== null && (typeof v === 'object' || typeof v === 'function') &&
@@ -74,6 +114,9 @@ export class NotificationClient {
   #listeners = new Map();  // client event name -> Set of functions
   #channels = new Set();   // wanted channels, sent again after reconnect
   #seen = new Set();       // recent notification ids, oldest first
+  #lastId = null;          // last processed notification of the user's log
+  #resume = null;          // {storage, key} where #lastId is kept, or null
+  #storageError = null;    // failed read at construction, reported on connect
   #attempt = 0;            // reconnect attempts since the last good session
   #authRetried = false;    // refreshToken used since the last good session
   #generation = 0;         // bumped to cancel a pending token lookup
@@ -103,6 +146,16 @@ export class NotificationClient {
     }
     this.#timers = this.#opts.timers || globalTimers;
     this.#random = this.#opts.random || Math.random;
+    this.#resume = resumeStore(this.#opts.resume);
+    const since = this.#opts.since;
+    if (since !== null && since !== undefined) {
+      if (!isId(since)) {
+        throw new TypeError('NotificationClient: since must be a notification id (a non-empty string)');
+      }
+      this.#lastId = since;
+    } else if (this.#resume) {
+      this.#lastId = this.#loadLastId();
+    }
   }
 
   /** The current connection state, one of States. */
@@ -113,6 +166,13 @@ export class NotificationClient {
 
   /** Reconnect attempts made since the last good connection. */
   get reconnectAttempts() { return this.#attempt; }
+
+  /**
+   * The id of the last notification of the user's log (one with a seq)
+   * that this client processed, sent as ?since= on the next connection;
+   * null before the first.
+   */
+  get lastId() { return this.#lastId; }
 
   /** Replace the token used from the next connection attempt on. */
   setToken(token) {
@@ -134,6 +194,11 @@ export class NotificationClient {
       this.#authRetried = false;
     }
     this.#watchOnline(true);
+    if (this.#storageError) {
+      const error = this.#storageError;
+      this.#storageError = null;
+      this.#emit('error', { source: 'storage', error });
+    }
     this.#open();
     return this;
   }
@@ -173,7 +238,7 @@ export class NotificationClient {
 
   /**
    * Listen to a client event: state, open, close, reconnecting,
-   * auth_failed, subscribed, unsubscribed, duplicate, error. Returns a
+   * auth_failed, subscribed, unsubscribed, resume, duplicate, error. Returns a
    * function that removes the listener.
    */
   onEvent(name, listener) {
@@ -287,6 +352,9 @@ export class NotificationClient {
     }
     if (this.#opts.ack) {
       url.searchParams.set('ack', '1');
+    }
+    if (this.#lastId !== null) {
+      url.searchParams.set('since', this.#lastId);
     }
     return url.toString();
   }
@@ -495,6 +563,11 @@ export class NotificationClient {
       case 'error':
         this.#emit('error', { source: 'server', error: new Error(String(msg.error)), message: msg });
         break;
+      case 'resume':
+        // Anything but an explicit true may have lost messages: the app
+        // must then reload its state, so err on that side.
+        this.#emit('resume', { since: msg.since, recovered: msg.recovered === true });
+        break;
       default:
         break;
     }
@@ -507,12 +580,40 @@ export class NotificationClient {
       // but acknowledge again so that the server can forget it.
       this.#emit('duplicate', { id, message: msg });
       this.#ack(id);
+      // Still a position the server has reached in order: resuming from
+      // it cannot skip anything, and keeps an unknown since (answered
+      // with the whole log) from being asked for again and again.
+      this.#processed(msg);
       return;
     }
     this.#remember(id);
     this.#dispatch(this.#handlers.get(msg.type), msg);
     this.#dispatch(this.#handlers.get('*'), msg);
     this.#ack(id);
+    this.#processed(msg);
+  }
+
+  // Only messages of the user's log carry seq; a broadcast's id is in no
+  // log, and resuming from it would bring back the whole log.
+  #processed(msg) {
+    if (!Number.isInteger(msg.seq) || !isId(msg.id)) return;
+    this.#lastId = msg.id;
+    if (!this.#resume) return;
+    try {
+      this.#resume.storage.setItem(this.#resume.key, msg.id);
+    } catch (error) {
+      this.#emit('error', { source: 'storage', error });
+    }
+  }
+
+  #loadLastId() {
+    try {
+      const v = this.#resume.storage.getItem(this.#resume.key);
+      return isId(v) ? v : null;
+    } catch (error) {
+      this.#storageError = error;
+      return null;
+    }
   }
 
   #ack(id) {

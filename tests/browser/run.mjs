@@ -6,6 +6,7 @@
 // Started by tests/e2e/test_browser.py, which runs redis-server and
 // notifyd-ws and passes everything in the environment:
 //   BROWSER_TEST_BASE       http://127.0.0.1:PORT (notifyd-ws --demo)
+//   BROWSER_TEST_BASE2      a second notifyd-ws on the same Redis (resume_restart)
 //   BROWSER_TEST_USER       the user the tokens are for
 //   BROWSER_TEST_TOKEN      a valid token; BROWSER_TEST_BAD_TOKEN a rejected one
 //   BROWSER_TEST_REDIS      redis URL for notify-send
@@ -31,6 +32,7 @@ const env = (name, fallback) => {
 };
 
 const BASE = env('BROWSER_TEST_BASE');
+const BASE2 = env('BROWSER_TEST_BASE2', '');
 const USER = env('BROWSER_TEST_USER');
 const TOKEN = env('BROWSER_TEST_TOKEN');
 const BAD_TOKEN = env('BROWSER_TEST_BAD_TOKEN', '');
@@ -100,7 +102,7 @@ async function assertNotShown(page, content, tag) {
   assert(await noteCount(page, content) === 0, `"${content}" is on the page but should not be`);
 }
 
-async function openPage(browser, fragment) {
+async function openPage(browser, fragment, base = BASE) {
   const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
   const page = await context.newPage();
   const errors = [];
@@ -124,11 +126,41 @@ async function openPage(browser, fragment) {
       }
     };
   });
-  await page.goto(`${BASE}/${fragment}`);
-  return { page, errors };
+  await page.goto(`${base}/${fragment}`);
+  return { page, errors, context };
 }
 
 const wsCount = (page) => page.evaluate(() => window.__wsCount);
+
+// The URLs of the sockets this page load opened, oldest first.
+const openedUrls = async (page) => (await page.evaluate(() => window.__wsOpened)).map((o) => new URL(o.url));
+
+// The contents on the page, newest first.
+const shownContents = (page) => page.locator('#notifications .note .content').allTextContents();
+
+async function noteAttr(page, content, name) {
+  return (await waitNote(page, content)).getAttribute(name);
+}
+
+function assertSame(got, want, what) {
+  assert(JSON.stringify(got) === JSON.stringify(want), `${what}: got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+}
+
+// Another device of the user (its own browser context, no resume) reads
+// `texts`: the user's read mark moves past them, so that from then on only
+// ?since= can bring them to a page that missed them. The scenarios then
+// ask the harness (step read_by_other) to confirm that in Redis.
+async function otherDeviceReads(browser, base, texts) {
+  const { page, errors, context } = await openPage(browser, `#token=${TOKEN}`, base);
+  await waitState(page, 'connected');
+  for (const t of texts) await waitNote(page, t);
+  assert(errors.length === 0, `page errors on the other device: ${errors}`);
+  await context.close();
+}
+
+// The resume storage key of the demo page.
+const RESUME_KEY = `notifyd:last-id:${USER}`;
+const storedId = (page) => page.evaluate((k) => localStorage.getItem(k), RESUME_KEY);
 
 const scenarios = {
   // A token pasted into the page connects; a notify-send shows up with
@@ -309,6 +341,136 @@ const scenarios = {
     // The harness checks that the server forgot the acknowledged messages
     // while this page is still connected.
     await step('acked');
+    assert(errors.length === 0, `page errors: ${errors}`);
+  },
+
+  // notifyd-ws stops; messages are sent meanwhile and another device of
+  // the user reads them (on a second instance), so they are no longer
+  // unread. Once notifyd-ws is back, the page's reconnect asks for what
+  // followed the last message it processed and gets exactly those, once
+  // each, in order.
+  async resume_restart(browser) {
+    assert(BASE2, 'BROWSER_TEST_BASE2 is not set');
+    const { page, errors } = await openPage(browser, `#token=${TOKEN}`);
+    await waitState(page, 'connected');
+    const before = ['before one', 'before two'];
+    for (const t of before) notifySend('-u', USER, t);
+    for (const t of before) await waitNote(page, t);
+    const lastBefore = await noteAttr(page, 'before two', 'data-id');
+    const seqBefore = Number(await noteAttr(page, 'before two', 'data-seq'));
+    assert(Number.isInteger(seqBefore) && seqBefore >= 2, `seq of a targeted message: ${seqBefore}`);
+    assert(await page.evaluate(() => window.notifyDemo.client.lastId) === lastBefore, 'lastId');
+    check('received before the stop', { last_id: lastBefore, seq: seqBefore });
+
+    await step('stop');
+    await waitState(page, 'reconnecting');
+    const missed = ['missed one', 'missed two', 'missed three'];
+    for (const t of missed) notifySend('-u', USER, t);
+    await otherDeviceReads(browser, BASE2, missed);
+    await step('read_by_other');
+    check('another device read the missed messages');
+
+    await step('start');
+    await waitState(page, 'connected', 40000);
+    // Sent after the reconnect: once it is shown, anything replayed before
+    // it is too, so the list below is final.
+    notifySend('-u', USER, 'after restart');
+    await waitNote(page, 'after restart');
+    const shown = await shownContents(page);
+    assertSame(shown, ['after restart', ...[...missed].reverse(), ...[...before].reverse()], 'notes, newest first');
+    const seqs = await page.locator('#notifications .note').evaluateAll((els) => els.map((e) => Number(e.dataset.seq)));
+    assertSame(seqs, [...seqs].sort((a, b) => b - a), 'seq order');
+    check('missed messages shown once each, in order', { shown });
+
+    const urls = await openedUrls(page);
+    assert(urls.length === 2, `sockets opened: ${urls}`);
+    assert(urls[0].searchParams.get('since') === null, `first connection resumed: ${urls[0]}`);
+    assert(urls[1].searchParams.get('since') === lastBefore, `reconnect since: ${urls[1]}`);
+    await page.waitForSelector('#position[data-recovered="true"]', { timeout: WAIT_MS });
+    check('reconnected with since', { since: lastBefore });
+    await shot(page, 'resume-restart');
+    assert(errors.length === 0, `page errors: ${errors}`);
+  },
+
+  // With resume=1 the page keeps its last id in localStorage. Closed
+  // while messages are sent (and read by another device), then opened
+  // again, it gets those messages and not the old ones; a reload after
+  // that brings nothing old back either.
+  async resume_reload(browser) {
+    const url = `${BASE}/#token=${TOKEN}&resume=1`;
+    const { page, errors } = await openPage(browser, `#token=${TOKEN}&resume=1`);
+    await waitState(page, 'connected');
+    const kept = ['seen one', 'seen two'];
+    for (const t of kept) notifySend('-u', USER, t);
+    for (const t of kept) await waitNote(page, t);
+    const lastKept = await noteAttr(page, 'seen two', 'data-id');
+    await page.waitForFunction(([k, id]) => localStorage.getItem(k) === id, [RESUME_KEY, lastKept], { timeout: WAIT_MS });
+    assert((await openedUrls(page))[0].searchParams.get('since') === null, 'a first visit has nothing to resume');
+    check('last id stored', { key: RESUME_KEY, id: lastKept });
+
+    await page.goto('about:blank');
+    const away = ['while away one', 'while away two'];
+    for (const t of away) notifySend('-u', USER, t);
+    await otherDeviceReads(browser, BASE, away);
+    await step('read_by_other');
+    check('another device read what was sent while away');
+
+    await page.goto(url);
+    await waitState(page, 'connected');
+    notifySend('-u', USER, 'after coming back');
+    await waitNote(page, 'after coming back');
+    assertSame(await shownContents(page), ['after coming back', ...[...away].reverse()], 'notes after coming back');
+    const back = await openedUrls(page);
+    assert(back.length === 1 && back[0].searchParams.get('since') === lastKept, `since after coming back: ${back}`);
+    await page.waitForSelector('#position[data-recovered="true"]', { timeout: WAIT_MS });
+    check('messages sent while away shown, old ones not', { since: lastKept });
+    await shot(page, 'resume-reload');
+
+    const lastNow = await noteAttr(page, 'after coming back', 'data-id');
+    assert(await storedId(page) === lastNow, 'the stored id did not follow');
+    await page.reload();
+    await waitState(page, 'connected');
+    notifySend('-u', USER, 'after reload');
+    await waitNote(page, 'after reload');
+    assertSame(await shownContents(page), ['after reload'], 'notes after a reload');
+    const reloaded = await openedUrls(page);
+    assert(reloaded[0].searchParams.get('since') === lastNow, `since after reload: ${reloaded[0]}`);
+    check('a reload resumes after the last message', { since: lastNow });
+    assert(errors.length === 0, `page errors: ${errors}`);
+  },
+
+  // The stored id is one the server no longer has: the page says that
+  // messages may have been missed and shows those the log still keeps,
+  // though another device already read them.
+  async resume_lost(browser) {
+    const kept = ['retained one', 'retained two'];
+    for (const t of kept) notifySend('-u', USER, t);
+    await otherDeviceReads(browser, BASE, kept);
+    await step('read_by_other');
+    check('another device read them');
+
+    const unknown = '019ac2a4-0000-7000-8000-000000000000';
+    const { page, errors } = await openPage(browser, '');
+    await waitState(page, 'disconnected');
+    await page.evaluate(([k, id]) => localStorage.setItem(k, id), [RESUME_KEY, unknown]);
+    // A fragment change alone does not load the page again: reload it.
+    await page.goto(`${BASE}/#token=${TOKEN}&resume=1`);
+    await page.reload();
+    await waitState(page, 'connected');
+    await page.waitForSelector('#position[data-recovered="false"]', { timeout: WAIT_MS });
+    assert((await page.textContent('#log')).includes(`could not resume after ${unknown}`), 'no warning in the log');
+    check('lost resume reported');
+
+    for (const t of kept) await waitNote(page, t);
+    notifySend('-u', USER, 'after the lost resume');
+    await waitNote(page, 'after the lost resume');
+    assertSame(await shownContents(page), ['after the lost resume', ...[...kept].reverse()], 'notes');
+    const urls = await openedUrls(page);
+    assert(urls[0].searchParams.get('since') === unknown, `since: ${urls[0]}`);
+    const lastNow = await noteAttr(page, 'after the lost resume', 'data-id');
+    assert(await storedId(page) === lastNow, 'the stored id did not move on');
+    check('retained messages shown after a lost resume');
+    await shot(page, 'resume-lost');
     assert(errors.length === 0, `page errors: ${errors}`);
   },
 };

@@ -105,6 +105,26 @@ def start_api(daemons, redis, tmp_path, *extra, keys=None, env=None):
     return Api(d, port)
 
 
+def log_key(user, prefix=""):
+    """A user's log, as notifyd(7) names it (a Cluster hash tag)."""
+    return f"{prefix}offline:{{{user}}}"
+
+
+def log_entries(redis, user, prefix=""):
+    """The messages of a user's log in position order, decoded, read with
+    redis-cli (HMGET of first and seq, then HGET m:N)."""
+    key = log_key(user, prefix)
+    first, last = redis.cli("HMGET", key, "first", "seq", raw=True).split("\n")[:2]
+    if not first:
+        return []
+    out = []
+    for n in range(int(first), int(last) + 1):
+        raw = redis.cli("HGET", key, f"m:{n}", raw=True).strip()
+        if raw:
+            out.append(json.loads(raw))
+    return out
+
+
 def resp_command(*args):
     out = [f"*{len(args)}\r\n".encode()]
     for a in args:

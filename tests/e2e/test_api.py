@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from apiutil import (KEY_A, KEY_B, Subscriber, metric_value, start_api)
+from apiutil import (KEY_A, KEY_B, Subscriber, log_entries, log_key,
+                     metric_value, start_api)
 
 SEND = "/api/notifications/send"
 BROADCAST = "/api/notifications/broadcast"
@@ -23,8 +24,13 @@ def is_uuid7(s):
 
 
 def stored(redis, user, msg_id, prefix=""):
-    raw = redis.cli("HGET", f"{prefix}offline:{user}", msg_id, raw=True).strip()
-    return json.loads(raw) if raw else None
+    """The message with this id in the user's log, found by its i:ID
+    field, or None."""
+    key = log_key(user, prefix)
+    seq = redis.cli("HGET", key, f"i:{msg_id}", raw=True).strip()
+    if not seq:
+        return None
+    return json.loads(redis.cli("HGET", key, f"m:{seq}", raw=True).strip())
 
 
 # ---- send ---------------------------------------------------------------
@@ -40,15 +46,16 @@ def test_send_stores_offline_with_ttl_and_publishes(redis, daemons, tmp_path):
     body = r.json
     assert body["status"] == "ok" and body["message"]
     assert is_uuid7(body["id"])
+    assert body["seq"] == 1
 
     msg = stored(redis, "alice", body["id"])
-    assert msg["id"] == body["id"]
+    assert msg["id"] == body["id"] and msg["seq"] == 1
     assert msg["type"] == "order" and msg["content"] == "shipped \u00e9"
     assert msg["target_user"] == "alice" and msg["channel"] == "orders"
     assert msg["data"] == {"n": 1}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z",
                         msg["timestamp"])
-    ttl = int(redis.cli("TTL", "offline:alice"))
+    ttl = int(redis.cli("TTL", log_key("alice")))
     assert 3500 < ttl <= 3600
     assert sub.messages(1) == [msg]
 
@@ -56,7 +63,7 @@ def test_send_stores_offline_with_ttl_and_publishes(redis, daemons, tmp_path):
 def test_send_default_ttl_is_seven_days(redis, daemons, tmp_path):
     api = start_api(daemons, redis, tmp_path)
     assert api.send({"target_user": "bob", "content": "x"}).status == 200
-    ttl = int(redis.cli("TTL", "offline:bob"))
+    ttl = int(redis.cli("TTL", log_key("bob")))
     assert 7 * 86400 - 60 < ttl <= 7 * 86400
 
 
@@ -71,10 +78,12 @@ def test_send_target_users_one_message_each_with_own_id(redis, daemons,
     ids = r.json["ids"]
     assert len(ids) == 3 and len(set(ids)) == 3
     assert all(is_uuid7(i) for i in ids)
+    assert r.json["results"] == [{"target_user": u, "id": i, "seq": 1}
+                                 for u, i in zip(users, ids)]
     for user, msg_id in zip(users, ids):
         msg = stored(redis, user, msg_id)
         assert msg["target_user"] == user and msg["content"] == "hello all"
-        assert redis.cli("HLEN", f"offline:{user}").strip() == "1"
+        assert len(log_entries(redis, user)) == 1
     published = sub.messages(3)
     assert sorted((m["target_user"], m["id"]) for m in published) == \
         sorted(zip(users, ids))
@@ -86,7 +95,7 @@ def test_send_uses_redis_prefix(redis, daemons, tmp_path):
     r = api.send({"target_user": "carol", "content": "p"})
     assert r.status == 200
     assert stored(redis, "carol", r.json["id"], prefix="nt:")["content"] == "p"
-    assert redis.cli("EXISTS", "offline:carol").strip() == "0"
+    assert redis.cli("EXISTS", log_key("carol")).strip() == "0"
     assert sub.messages(1)[0]["id"] == r.json["id"]
 
 

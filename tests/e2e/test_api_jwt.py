@@ -54,7 +54,7 @@ def test_jwt_with_scope_is_accepted_beside_api_keys(redis, daemons, tmp_path):
         assert r.status == 200, (scope, r.body)
     assert send(api, mint(scp=[SCOPE])).status == 200
     assert send(api, KEY_A).status == 200
-    assert redis.cli("HLEN", "offline:alice").strip() == "5"
+    assert redis.cli("HGET", "offline:{alice}", "seq").strip() == "5"
 
 
 def test_jwt_only_configuration(redis, daemons, tmp_path):

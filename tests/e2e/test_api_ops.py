@@ -51,6 +51,7 @@ def test_help_names_every_flag_with_its_default_and_variable():
             ("--listen", "127.0.0.1:8081", "NOTIFYD_API_LISTEN"),
             ("--redis", "redis://127.0.0.1:6379", "NOTIFYD_REDIS_URL"),
             ("--offline-ttl", "7d", "NOTIFYD_OFFLINE_TTL"),
+            ("--offline-max", "1000", "NOTIFYD_OFFLINE_MAX"),
             ("--max-body", "1M", "NOTIFYD_API_MAX_BODY"),
             ("--max-content", "64k", "NOTIFYD_MAX_CONTENT"),
             ("--max-message", "128k", "NOTIFYD_MAX_MESSAGE"),

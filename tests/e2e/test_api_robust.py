@@ -141,7 +141,7 @@ def test_aborted_uploads_leave_the_daemon_healthy(redis, daemons, tmp_path):
     # frees its buffer; the daemons fixture fails on any ASan report).
     assert aborted == 20
     healthy(api)
-    assert redis.cli("KEYS", "offline:*").strip() == "offline:after"
+    assert redis.cli("KEYS", "offline:*").strip() == "offline:{after}"
 
 
 # ---- slow clients and connection limits ----------------------------------
@@ -246,7 +246,7 @@ def test_rate_limit_per_key_429_with_retry_after(redis, daemons, tmp_path):
     while api.send({"target_user": "a"}).status != 200:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert redis.cli("HLEN", "offline:a").strip() == "5"
+    assert redis.cli("HGET", "offline:{a}", "seq").strip() == "5"
 
 
 def test_insecure_no_auth_warns_and_serves(redis, daemons, tmp_path):
@@ -267,7 +267,7 @@ def test_env_fallbacks(redis, daemons, tmp_path):
     api = Api(d, port)
     r = api.send({"target_user": "a"})
     assert r.status == 200
-    assert redis.cli("EXISTS", "e:offline:a").strip() == "1"
+    assert redis.cli("EXISTS", "e:offline:{a}").strip() == "1"
 
 
 def refuse(tmp_path, *args, env=None):
@@ -310,6 +310,7 @@ def test_bad_flags_and_values(tmp_path):
         assert code == 78, (args, err)
     for flag, value in [("--max-body", "lots"), ("--rate-limit", "x/s"),
                         ("--threads", "0"), ("--offline-ttl", "-1"),
+                        ("--offline-max", "0"), ("--offline-max", "1000001"),
                         ("--redis", "http://x"), ("--redis-prefix", "a b"),
                         ("--connection-timeout", "0"), ("--log-level", "x"),
                         ("--max-connections", "1")]:
@@ -327,7 +328,8 @@ def test_help_and_version():
                  "--max-message", "--rate-limit", "--rate-burst", "--threads",
                  "--max-connections", "--connection-timeout",
                  "--redis-timeout", "--ready-fd", "--log-level",
-                 "--offline-ttl", "--jwt-secret-file", "--jwt-public-key",
+                 "--offline-ttl", "--offline-max", "--jwt-secret-file",
+                 "--jwt-public-key",
                  "--jwt-alg", "--jwt-scope", "--jwt-issuer", "--jwt-audience",
                  "--jwt-leeway"]:
         assert flag in out, flag
@@ -474,7 +476,7 @@ def test_sigterm_drains_in_flight_request_and_exits_0(redis, daemons,
     assert status_of(raw) == 200
     assert body_of(raw)["id"]
     assert api.daemon.wait(timeout=5) == 0
-    assert redis.cli("HLEN", "offline:drain").strip() == "1"
+    assert redis.cli("HGET", "offline:{drain}", "seq").strip() == "1"
 
 
 def test_sigterm_when_idle_exits_0(redis, daemons, tmp_path):

@@ -172,4 +172,4 @@ def test_api_message_for_offline_user_is_replayed_once(redis, daemons,
         await erin.close()
 
     asyncio.run(go())
-    assert redis.cli("HLEN", "offline:frank").strip() == "1"
+    assert redis.cli("HGET", "offline:{frank}", "seq").strip() == "1"

@@ -27,8 +27,9 @@ REDIS_USERS = [
     ("notify-send", ["--batch"], '{"content":"x"}\n'),
     ("notify-tail", [], None),
     ("notify-tail", ["--offline", "alice"], None),
+    ("notify-tail", ["-u", "alice", "--since", "10m"], None),
 ]
-REDIS_USER_IDS = ["send", "send-batch", "tail", "tail-offline"]
+REDIS_USER_IDS = ["send", "send-batch", "tail", "tail-offline", "tail-since"]
 
 
 def only_line(p, prog):
@@ -267,6 +268,8 @@ def test_tail_says_the_same_once_when_reconnecting_fails(redis, daemons):
     ("NOTIFYD_OFFLINE_TTL", "0", "want a duration"),
     ("NOTIFYD_MAX_CONTENT", "lots", "want a size"),
     ("NOTIFYD_MAX_MESSAGE", "0", "want a size"),
+    ("NOTIFYD_OFFLINE_MAX", "0", "want a whole number from 1 to 1000000"),
+    ("NOTIFYD_REDIS_TIMEOUT", "soon", "want a duration"),
     ("NOTIFYD_REDIS_URL", "http://x", "bad redis URL"),
     ("NOTIFYD_REDIS_PREFIX", "a b", "redis prefix may only contain"),
 ])
@@ -280,6 +283,9 @@ def test_send_bad_variable_is_78_and_named(var, value, reason):
     ("--ttl", "NOTIFYD_OFFLINE_TTL", "soon", "want a duration"),
     ("--max-content", "NOTIFYD_MAX_CONTENT", "-1", "want a size"),
     ("--max-message", "NOTIFYD_MAX_MESSAGE", "1x", "want a size"),
+    ("--offline-max", "NOTIFYD_OFFLINE_MAX", "1e3",
+     "want a whole number from 1 to 1000000"),
+    ("--redis-timeout", "NOTIFYD_REDIS_TIMEOUT", "61s", "want a duration"),
     ("--redis", "NOTIFYD_REDIS_URL", "redis://h:0", "bad redis URL"),
     ("--redis-prefix", "NOTIFYD_REDIS_PREFIX", "x*", "redis prefix"),
 ])
@@ -298,7 +304,7 @@ def test_a_flag_wins_over_a_bad_variable(redis):
     p = run("notify-send", "--redis", redis.url, "--ttl", "1h", "-u", "bob",
             "x", env={"NOTIFYD_OFFLINE_TTL": "forever"})
     assert p.returncode == 0, p.stderr
-    assert 3600 - 30 <= int(redis.cli("TTL", "offline:bob")) <= 3600
+    assert 3600 - 30 <= int(redis.cli("TTL", "offline:{bob}")) <= 3600
 
 
 @pytest.mark.parametrize("args,env,start", [
@@ -337,11 +343,34 @@ def test_tail_bad_value_is_78_and_named(args, env, start):
     ("notify-tail", ["stray"], "unexpected argument 'stray' (see --help)"),
     ("notify-tail", ["--redis"], "--redis needs a value (see --help)"),
     ("notify-tail", ["-x"], "unknown flag '-x' (see --help)"),
+    ("notify-tail", ["--since", "10m"],
+     "--since needs -u USER: it follows one user's log"),
+    ("notify-tail", ["--since", "10m", "-u", "a", "--offline", "a"],
+     "--since and --offline exclude each other"),
 ])
 def test_unreadable_command_line_is_64(prog, args, line):
     p = run(prog, *args, input="")
     assert p.returncode == 64
     assert only_line(p, prog) == line
+
+
+# ---- bad data: 65 ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("args,line", [
+    (["-u", "alice", "--since", "yesterday"],
+     "--since 'yesterday': neither a message id (a UUID) nor a duration "
+     "(e.g. 10m)"),
+    (["-u", "alice", "--since", "01a21a0b-0001-7000-8000-00000000000g"],
+     "--since '01a21a0b-0001-7000-8000-00000000000g': neither a message id "
+     "(a UUID) nor a duration (e.g. 10m)"),
+    (["-u", "bad user", "--since", "10m"],
+     "-u: user id may only contain"),
+])
+def test_tail_bad_since_is_65(args, line):
+    p = run("notify-tail", *args)
+    assert p.returncode == 65
+    assert only_line(p, "notify-tail").startswith(line)
 
 
 def test_help_and_version_exit_0_on_stdout():

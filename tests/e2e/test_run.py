@@ -124,7 +124,7 @@ def test_run_uses_configured_redis(redis):
         assert "started a private redis-server" not in out
         send_cmd = re.search(r"Send from the shell:\s+(.*)", out).group(1)
         subprocess.run(send_cmd, shell=True, check=True, timeout=10)
-        assert redis.cli("HLEN", "offline:demo").strip() == "1"
+        assert redis.cli("HGET", "offline:{demo}", "seq").strip() == "1"
     finally:
         assert _stop_run(proc) == 0
 

@@ -37,6 +37,20 @@ def hgetall(redis, key):
     return dict(zip(out[0:-1:2], out[1:-1:2]))
 
 
+def log_key(user, prefix=""):
+    """The user's log, as notifyd(7) names it (a Cluster hash tag)."""
+    return f"{prefix}offline:{{{user}}}"
+
+
+def log_entries(redis, user, prefix=""):
+    """The messages of a user's log in position order, as stored."""
+    h = hgetall(redis, log_key(user, prefix))
+    if not h:
+        return []
+    return [h[f"m:{n}"] for n in range(int(h["first"]), int(h["seq"]) + 1)
+            if f"m:{n}" in h]
+
+
 def test_tail_sees_the_exact_message(redis, daemons):
     tail = daemons("notify-tail", "--redis", redis.url, "--json", "-n", "1")
     p = send(redis, "-u", "alice", "-t", "build", "-c", "ops/ci", "-d",
@@ -55,7 +69,8 @@ def test_tail_sees_the_exact_message(redis, daemons):
     assert msg["channel"] == "ops/ci"
     assert msg["target_user"] == "alice"
     assert set(msg) == {"id", "type", "content", "data", "timestamp",
-                        "target_user", "channel"}
+                        "target_user", "channel", "seq"}
+    assert msg["seq"] == 1
     # Non-ASCII goes out as UTF-8, not as \u escapes.
     assert CONTENT.encode() in p.stdout
 
@@ -65,10 +80,12 @@ def test_targeted_message_is_stored_with_a_week_ttl(redis):
     assert p.returncode == 0, p.stderr
     msg = json.loads(p.stdout)
     assert msg["content"] == "hello alice"
-    stored = hgetall(redis, "offline:alice")
-    assert list(stored) == [msg["id"]]
-    assert json.loads(stored[msg["id"]]) == msg
-    ttl = int(redis.cli("TTL", "offline:alice"))
+    assert msg["seq"] == 1
+    # --json prints the message exactly as the log holds it.
+    assert redis.cli("HGET", log_key("alice"), "m:1", raw=True).strip() == \
+        p.stdout.decode().strip()
+    assert redis.cli("HGET", log_key("alice"), f"i:{msg['id']}").strip() == "1"
+    ttl = int(redis.cli("TTL", log_key("alice")))
     assert WEEK - 60 <= ttl <= WEEK
 
 
@@ -81,18 +98,18 @@ def test_targeted_message_is_stored_with_a_week_ttl(redis):
 def test_ttl_flag_is_honoured(redis, how, expect):
     p = send(redis, "-u", "bob", *how, "x")
     assert p.returncode == 0, p.stderr
-    ttl = int(redis.cli("TTL", "offline:bob"))
+    ttl = int(redis.cli("TTL", log_key("bob")))
     assert expect - 30 <= ttl <= expect
 
 
 def test_ttl_from_environment_and_flag_wins(redis):
     p = send(redis, "-u", "bob", "x", env={"NOTIFYD_OFFLINE_TTL": "2h"})
     assert p.returncode == 0, p.stderr
-    assert 7200 - 30 <= int(redis.cli("TTL", "offline:bob")) <= 7200
+    assert 7200 - 30 <= int(redis.cli("TTL", log_key("bob"))) <= 7200
     p = send(redis, "-u", "carol", "--ttl", "10m", "x",
              env={"NOTIFYD_OFFLINE_TTL": "2h"})
     assert p.returncode == 0, p.stderr
-    assert 600 - 30 <= int(redis.cli("TTL", "offline:carol")) <= 600
+    assert 600 - 30 <= int(redis.cli("TTL", log_key("carol"))) <= 600
 
 
 def test_broadcast_is_published_not_stored(redis):
@@ -153,7 +170,7 @@ def test_verbose_counts_subscribed_instances_not_users(redis, daemons,
     assert p.returncode == 0, p.stderr
     msg = json.loads(p.stdout)
     assert p.stderr.decode() == (f"notify-send: sent {msg['id']} to alice "
-                                 "(stored; live on 2 subscribed instances)\n")
+                                 "(seq 1; live on 2 subscribed instances)\n")
 
 
 def test_verbose_broadcast_and_singular(redis, daemons):
@@ -189,10 +206,11 @@ def test_batch_of_10000_uses_one_connection(redis):
     assert after - before == 2
     assert "10000 sent, 0 bad lines" in p.stderr.decode()
     for u in range(10):
-        assert redis.cli("HLEN", f"offline:u{u}").strip() == "1000"
-    contents = {json.loads(v)["content"]
-                for v in hgetall(redis, "offline:u3").values()}
-    assert contents == {f"message {i} ✓" for i in range(3, 10000, 10)}
+        assert redis.cli("HMGET", log_key(f"u{u}"), "first", "seq",
+                         raw=True).split() == ["1", "1000"]
+    # In the order of the lines: positions follow the pipeline.
+    contents = [json.loads(v)["content"] for v in log_entries(redis, "u3")]
+    assert contents == [f"message {i} ✓" for i in range(3, 10000, 10)]
     print(f"batch of 10000: {elapsed:.2f}s")
 
 
@@ -226,9 +244,12 @@ def test_batch_reports_bad_lines_and_sends_the_good_ones(redis):
     printed = [json.loads(x) for x in p.stdout.decode().splitlines()]
     assert [m["content"] for m in printed] == contents
     assert printed[1]["target_user"] is None and printed[1]["type"] == "news"
-    assert list(hgetall(redis, "offline:alice").values()) == \
+    assert log_entries(redis, "alice") == \
         [json.dumps(printed[0], ensure_ascii=False, separators=(",", ":"))]
-    assert redis.cli("HLEN", "offline:bob").strip() == "1"
+    # Targeted messages print as stored, with their position; the
+    # broadcast has none.
+    assert [m.get("seq") for m in printed] == [1, None, 1]
+    assert len(log_entries(redis, "bob")) == 1
     assert redis.cli("DBSIZE").strip() == "2"
 
 
@@ -253,7 +274,7 @@ def test_redis_url_from_environment(redis):
     p = run("notify-send", "-u", "alice", "x",
             env={"NOTIFYD_REDIS_URL": redis.url})
     assert p.returncode == 0, p.stderr
-    assert redis.cli("HLEN", "offline:alice").strip() == "1"
+    assert len(log_entries(redis, "alice")) == 1
 
 
 BAD_INPUTS = [
@@ -295,6 +316,16 @@ BAD_INPUTS = [
      "NOTIFYD_OFFLINE_TTL='forever'"),
     (["-u", "a", "x"], None, {"NOTIFYD_MAX_CONTENT": "-1"}, 78,
      "NOTIFYD_MAX_CONTENT='-1'"),
+    (["-u", "a", "--offline-max", "0", "x"], None, None, 78,
+     "--offline-max '0'"),
+    (["-u", "a", "--offline-max", "1000001", "x"], None, None, 78,
+     "--offline-max '1000001'"),
+    (["-u", "a", "x"], None, {"NOTIFYD_OFFLINE_MAX": "many"}, 78,
+     "NOTIFYD_OFFLINE_MAX='many'"),
+    (["-u", "a", "--redis-timeout", "5ms", "x"], None, None, 78,
+     "--redis-timeout '5ms'"),
+    (["-u", "a", "x"], None, {"NOTIFYD_REDIS_TIMEOUT": "never"}, 78,
+     "NOTIFYD_REDIS_TIMEOUT='never'"),
 ]
 
 
@@ -340,8 +371,8 @@ def test_redis_out_of_memory_is_exit_69_and_nothing_published(redis):
     assert lost is None
     # The watcher works: the same send goes through once memory is back.
     assert ok.returncode == 0 and after == ok.stdout.strip()
-    assert redis.cli("HLEN", "offline:alice").strip() == "1"
-    assert redis.cli("EXISTS", "offline:a", "offline:b").strip() == "0"
+    assert len(log_entries(redis, "alice")) == 1
+    assert redis.cli("EXISTS", log_key("a"), log_key("b")).strip() == "0"
 
 
 def test_prefix_is_honoured(redis):
@@ -359,7 +390,7 @@ def test_prefix_is_honoured(redis):
     assert got == p.stdout.strip()
     assert stray is None
     keys = sorted(redis.cli("KEYS", "*", raw=True).split())
-    assert keys == ["app1:offline:alice", "app2:offline:bob"]
+    assert keys == ["app1:offline:{alice}", "app2:offline:{bob}"]
 
 
 def test_help_mentions_every_flag_of_the_man_page():
@@ -369,7 +400,8 @@ def test_help_mentions_every_flag_of_the_man_page():
     assert text.startswith("usage: notify-send")
     flags = man_flags("notify-send.1")
     assert {"-u", "--user", "-b", "--batch", "--ttl", "--json",
-            "--redis-prefix", "--max-message"} <= flags
+            "--redis-prefix", "--max-message", "--offline-max",
+            "--redis-timeout"} <= flags
     missing = [f for f in flags if f not in text]
     assert missing == []
     v = run("notify-send", "--version")
@@ -396,7 +428,7 @@ def test_unix_socket_password_and_db_urls(tmp_path):
         p = run("notify-send", "--redis", f"unix://{sock}?db=3", "-u", "bob",
                 "x", env={"NOTIFYD_REDIS_URL": "redis://ignored:1"})
         assert p.returncode == 0, p.stderr
-        assert r.cli("-n", "3", "HLEN", "offline:bob").strip() == "1"
+        assert r.cli("-n", "3", "HGET", log_key("bob"), "seq").strip() == "1"
         r.cli("CONFIG", "SET", "requirepass", "s3cret")
 
         def cli(*args):
@@ -407,7 +439,7 @@ def test_unix_socket_password_and_db_urls(tmp_path):
         url = f"redis://:s3cret@127.0.0.1:{r.port}/2"
         p = run("notify-send", "--redis", url, "-u", "alice", "x")
         assert p.returncode == 0, p.stderr
-        assert cli("-n", "2", "HLEN", "offline:alice") == "1"
+        assert cli("-n", "2", "HGET", log_key("alice"), "seq") == "1"
         assert cli("-n", "0", "DBSIZE") == "0"
         for bad in (f"redis://:wrong@127.0.0.1:{r.port}",
                     f"redis://127.0.0.1:{r.port}"):

@@ -20,6 +20,9 @@ from cliutil import man_flags, numsub, read_line, wait_until
 
 READABLE = re.compile(
     r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) -> (\S+) (.*)$")
+# A message from a user's log shows its position: TARGET #SEQ CONTENT.
+READABLE_SEQ = re.compile(
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) -> (\S+) #(\d+) (.*)$")
 
 
 def message(id_, content="hello", type_="info", user=None, channel=None,
@@ -153,20 +156,44 @@ def test_non_notifications_are_skipped(redis, daemons):
     assert "not a notification" in tail.stderr()
 
 
-def test_offline_lists_in_id_order_without_removing(redis):
-    # Inserted out of order: a small hash keeps insertion order, so only
-    # a real sort by id gives 1, 2, 3, 4.
-    msgs = {n: message(uuid7(n), f"m{n}", user="alice") for n in (3, 1, 4, 2)}
-    for n, m in msgs.items():
-        redis.cli("HSET", "offline:alice", uuid7(n), m)
+def test_offline_lists_in_position_order_without_changing_the_log(redis):
+    for n in range(1, 5):
+        send(redis, "-u", "alice", f"m{n}")
+    key = "offline:{alice}"
+    before = redis.cli("HGETALL", key, raw=True)
     p = run("notify-tail", "--redis", redis.url, "--offline", "alice", "--json")
     assert p.returncode == 0, p.stderr
-    assert p.stdout.decode().splitlines() == [msgs[n] for n in (1, 2, 3, 4)]
-    assert redis.cli("HLEN", "offline:alice").strip() == "4"
+    got = [json.loads(x) for x in p.stdout.decode().splitlines()]
+    assert [(m["seq"], m["content"]) for m in got] == \
+        [(1, "m1"), (2, "m2"), (3, "m3"), (4, "m4")]
+    # Printed exactly as stored.
+    assert p.stdout.decode().splitlines() == \
+        [redis.cli("HGET", key, f"m:{n}", raw=True).strip()
+         for n in range(1, 5)]
+    assert redis.cli("HGETALL", key, raw=True) == before
     p = run("notify-tail", "--redis", redis.url, "--offline", "alice", "-n", "2")
     lines = p.stdout.decode().splitlines()
     assert p.returncode == 0
-    assert [READABLE.match(x).group(4) for x in lines] == ["m1", "m2"]
+    assert [READABLE_SEQ.match(x).group(3, 4, 5) for x in lines] == \
+        [("user:alice", "1", "m1"), ("user:alice", "2", "m2")]
+
+
+def test_offline_reads_a_long_log_in_pages(redis):
+    # 250 entries are three pages of at most 100: every entry comes once,
+    # in order, across the page boundaries.
+    lines = "\n".join(json.dumps({"target_user": "carol", "content": f"c{i}"})
+                      for i in range(250))
+    p = run("notify-send", "--redis", redis.url, "--batch", input=lines)
+    assert p.returncode == 0, p.stderr
+    p = run("notify-tail", "--redis", redis.url, "--offline", "carol", "--json")
+    assert p.returncode == 0, p.stderr
+    got = [json.loads(x) for x in p.stdout.decode().splitlines()]
+    assert [m["seq"] for m in got] == list(range(1, 251))
+    assert [m["content"] for m in got] == [f"c{i}" for i in range(250)]
+    p = run("notify-tail", "--redis", redis.url, "--offline", "carol", "-n",
+            "150", "--json")
+    assert [json.loads(x)["seq"] for x in p.stdout.decode().splitlines()] == \
+        list(range(1, 151))
 
 
 def test_offline_of_messages_from_notify_send(redis):
@@ -195,10 +222,14 @@ def test_prefix_is_honoured(redis, daemons):
     want = message(uuid7(2), "prefixed")
     publish(redis, want, channel="app1:notifications")
     assert finish(tail) == [want]
-    redis.cli("HSET", "app2:offline:zoe", uuid7(1), want)
+    sent = run("notify-send", "--redis", redis.url, "-u", "zoe", "--json",
+               "z", env={"NOTIFYD_REDIS_PREFIX": "app2:"})
+    assert sent.returncode == 0, sent.stderr
     p = run("notify-tail", "--redis", redis.url, "--offline", "zoe", "--json",
             env={"NOTIFYD_REDIS_PREFIX": "app2:"})
-    assert p.stdout.decode().splitlines() == [want]
+    assert p.stdout.decode().splitlines() == [sent.stdout.decode().strip()]
+    p = run("notify-tail", "--redis", redis.url, "--offline", "zoe", "--json")
+    assert p.returncode == 0 and p.stdout == b""
 
 
 def publish_until_exit(redis, tail, payload, timeout=15.0):
@@ -345,6 +376,11 @@ def test_write_error_epipe_exits_quietly(redis):
     (["--ready-fd", "99"], 78),
     (["--redis", "http://x"], 78),
     (["--redis-prefix", "a b"], 78),
+    (["--since", "10m"], 64),
+    (["--since", "10m", "--offline", "alice", "-u", "alice"], 64),
+    (["--since", "yesterday", "-u", "alice"], 65),
+    (["--since", "01a21a0b-0001-7000-8000-00000000000", "-u", "alice"], 65),
+    (["--since", "10m", "-u", "bad user"], 65),
 ])
 def test_bad_flags(args, code):
     p = run("notify-tail", *args)
@@ -359,8 +395,8 @@ def test_help_mentions_every_flag_of_the_man_page():
     text = p.stdout.decode()
     assert text.startswith("usage: notify-tail")
     flags = man_flags("notify-tail.1")
-    assert {"--json", "-u", "--user", "-n", "--offline", "--ready-fd",
-            "--ping-interval", "--redis"} <= flags
+    assert {"--json", "-u", "--user", "-n", "--offline", "--since",
+            "--ready-fd", "--ping-interval", "--redis"} <= flags
     assert [f for f in flags if f not in text] == []
     v = run("notify-tail", "--version")
     assert v.returncode == 0 and v.stdout.decode().startswith("notify-tail ")

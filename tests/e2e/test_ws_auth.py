@@ -6,7 +6,7 @@ python3-jwt (or by hand for alg "none" and the HS/RS key confusion).
 
 Every refused token must end the same way as in the seed: the handshake
 completes, the server closes with 4001 "authentication failed", and the
-user's waiting offline messages are neither delivered nor removed.
+user's waiting messages are neither delivered nor marked read.
 """
 import asyncio
 import json
@@ -18,8 +18,8 @@ import websockets
 
 from conftest import free_port, run
 from wsproto import (SECRET, Keys, RawWS, arun, mint, mint_hs_with_key_text,
-                     mint_none, offline_fields, offline_message, start_ws,
-                     store_offline, wait_until, ws_url)
+                     mint_none, log_key, offline_message, read_mark,
+                     start_ws, store_offline, wait_until, ws_url)
 
 
 async def first_event(url, subprotocols=None, timeout=5):
@@ -39,15 +39,14 @@ async def first_event(url, subprotocols=None, timeout=5):
 
 def assert_refused(port, token, redis, user="alice", subprotocols=None):
     """The token is refused with 4001, nothing is delivered though a
-    message waits for the user, and the message stays in Redis."""
-    msg = offline_message(user, content="must not leak")
-    store_offline(redis, msg)
+    message waits for the user, and it is not marked read."""
+    msg = store_offline(redis, offline_message(user, content="must not leak"))
     url = ws_url(port, token) if subprotocols is None else ws_url(port)
     ev = arun(first_event(url, subprotocols))
     assert ev[0] == "closed", f"a refused client received {ev!r}"
     assert ev[1] == 4001, ev
     assert ev[2] == "authentication failed", ev
-    assert offline_fields(redis, user) == [msg["id"]]
+    assert read_mark(redis, user) < msg["seq"]
 
 
 def healthy_client(port, user="bystander"):
@@ -62,23 +61,22 @@ def healthy_client(port, user="bystander"):
 def test_valid_hs256_token_gets_waiting_offline_message(redis, daemons, keys):
     """Positive control for every refusal below: a good token (signed with
     the secret file minus its trailing newline) receives the message that
-    waits in offline:alice, and it leaves the hash."""
+    waits in alice's log, and it is marked read once written."""
     _, port = start_ws(daemons, redis, keys)
-    msg = offline_message("alice", content="hello alice")
-    store_offline(redis, msg)
+    msg = store_offline(redis, offline_message("alice", content="hello alice"))
     ev = arun(first_event(ws_url(port, mint(sub="alice"))))
     assert ev[0] == "message", ev
     assert json.loads(ev[1]) == msg
-    wait_until(lambda: offline_fields(redis, "alice") == [],
-               what="the delivered message to leave offline:alice")
+    wait_until(lambda: read_mark(redis, "alice") == msg["seq"],
+               what="the delivered message to be marked read")
 
 
 def test_token_in_subprotocol_header_is_accepted(redis, daemons, keys):
     """Sec-WebSocket-Protocol: bearer, TOKEN authenticates, and the server
     selects the "bearer" subprotocol (never echoes the token)."""
     _, port = start_ws(daemons, redis, keys)
-    msg = offline_message("alice", content="via subprotocol")
-    store_offline(redis, msg)
+    msg = store_offline(redis, offline_message("alice",
+                                               content="via subprotocol"))
 
     async def go():
         async with websockets.connect(
@@ -122,7 +120,7 @@ def test_issuer_and_audience_enforced_when_configured(redis, daemons, keys):
     assert ev[0] == "message", ev
     assert_refused(port, mint(sub="alice", iss="https://evil.test",
                               aud="notifyd"), redis)
-    redis.cli("DEL", "offline:alice")
+    redis.cli("DEL", log_key("alice"))
     assert_refused(port, mint(sub="alice", iss="https://auth.test",
                               aud="other"), redis)
 
@@ -183,8 +181,7 @@ def test_rs256_token_accepted_end_to_end(redis, daemons, keys):
     (by PyJWT) receives the waiting message."""
     priv, pub, priv_pem, _ = keys.rsa()
     _, port = start_ws(daemons, redis, keys, alg="RS256")
-    msg = offline_message("alice", content="rs256")
-    store_offline(redis, msg)
+    msg = store_offline(redis, offline_message("alice", content="rs256"))
     ev = arun(first_event(ws_url(port, mint(key=priv_pem, alg="RS256"))))
     assert ev == ("message", ev[1]) and json.loads(ev[1]) == msg
 
@@ -193,8 +190,7 @@ def test_es256_token_accepted_end_to_end(redis, daemons, keys):
     """ES256 (P-256) interoperates with PyJWT's JOSE signature format."""
     priv, pub, priv_pem, _ = keys.ec()
     _, port = start_ws(daemons, redis, keys, alg="ES256")
-    msg = offline_message("alice", content="es256")
-    store_offline(redis, msg)
+    msg = store_offline(redis, offline_message("alice", content="es256"))
     ev = arun(first_event(ws_url(port, mint(key=priv_pem, alg="ES256"))))
     assert ev[0] == "message" and json.loads(ev[1]) == msg, ev
 
@@ -206,7 +202,7 @@ def test_rs256_refuses_hs256_signed_with_public_key(redis, daemons, keys):
     _, port = start_ws(daemons, redis, keys, alg="RS256")
     assert_refused(port, mint_hs_with_key_text(pub_pem, sub="alice"), redis)
     # The same attack with the key text minus its newline.
-    redis.cli("DEL", "offline:alice")
+    redis.cli("DEL", log_key("alice"))
     assert_refused(port, mint_hs_with_key_text(pub_pem.rstrip("\n"),
                                                sub="alice"), redis)
 
@@ -225,9 +221,9 @@ def test_rs256_refuses_other_key_and_alg_none(redis, daemons, keys):
     ec_priv_pem = keys.ec()[2]
     other = Keys(keys.dir, name="other")
     assert_refused(port, mint(key=other.rsa()[2], alg="RS256"), redis)
-    redis.cli("DEL", "offline:alice")
+    redis.cli("DEL", log_key("alice"))
     assert_refused(port, mint(key=ec_priv_pem, alg="ES256"), redis)
-    redis.cli("DEL", "offline:alice")
+    redis.cli("DEL", log_key("alice"))
     assert_refused(port, mint_none(), redis)
 
 
@@ -288,8 +284,7 @@ def test_secret_file_from_environment(redis, daemons, keys):
     port = free_port()
     daemons("notifyd-ws", "--listen", f"127.0.0.1:{port}", "--redis", redis.url,
             env={"NOTIFYD_JWT_SECRET_FILE": keys.secret_file})
-    msg = offline_message("alice", content="env")
-    store_offline(redis, msg)
+    msg = store_offline(redis, offline_message("alice", content="env"))
     ev = arun(first_event(ws_url(port, mint(sub="alice"))))
     assert ev[0] == "message" and json.loads(ev[1]) == msg, ev
 

@@ -1,9 +1,11 @@
-"""notifyd-ws delivery, end to end: live and offline messages, exactly once
-per connection and in order, many connections per user, channels and
-broadcasts, acknowledgements, several instances, presence and metrics.
+"""notifyd-ws delivery, end to end: live messages and those waiting in the
+user's log, exactly once per connection and in order, many connections
+per user, channels and broadcasts, read marks and acknowledgements,
+several instances, presence and metrics.
 
-Messages are stored and published with the Redis contract of notifyd(7)
-done by hand (wsutil), clients are python3-websockets.
+Messages are stored and published with the send script of
+lib/nt_userlog.c (wsutil), clients are python3-websockets. The focused
+tests of the log itself (resume, catch-up, bounds) are in test_ws_log.py.
 """
 import asyncio
 import json
@@ -14,10 +16,10 @@ import time
 import pytest
 
 from wsproto import arun, mint, start_ws
-from wsutil import (Resp, http_get, message, metric, offline_ids,
-                    online_users, recv_json, recv_none,
-                    send_broadcast, send_targeted, store_offline,
-                    targeted_cmd, wait_for, ws_connect)
+from wsutil import (Resp, http_get, log_ids, message, metric, online_users,
+                    read_mark, recv_json, recv_none, send_broadcast,
+                    send_targeted, store_offline, targeted_cmd, wait_for,
+                    ws_connect)
 
 
 @pytest.fixture
@@ -28,7 +30,7 @@ def ws(redis, daemons, keys):
     return start
 
 
-def test_live_targeted_message_delivered_and_removed_from_offline(ws, r):
+def test_live_targeted_message_delivered_and_marked_read(ws, r):
     port = ws()
 
     async def go():
@@ -36,31 +38,30 @@ def test_live_targeted_message_delivered_and_removed_from_offline(ws, r):
             await asyncio.sleep(0.1)
             sent = send_targeted(r, "alice", "live one", data={"k": 1})
             got = await recv_json(c)
-            assert got == sent
-            # Written to the socket: the offline copy goes (HDEL by id).
-            wait_for(lambda: offline_ids(r, "alice") == [], what="HDEL")
+            assert got == sent and got["seq"] == 1
+            # Written to the socket: read, and the log keeps it.
+            wait_for(lambda: read_mark(r, "alice") == 1, what="read mark")
+            assert log_ids(r, "alice") == [sent["id"]]
     arun(go())
 
 
-def test_offline_messages_replayed_in_id_order_and_removed(ws, r):
+def test_waiting_messages_come_in_log_order_and_are_marked_read(ws, r):
     port = ws()
-    msgs = [message(user="bob", content=f"m{i}") for i in range(20)]
-    # Stored out of order: the replay must sort by id, not hash order.
-    for m in reversed(msgs):
-        store_offline(r, m)
-    other = message(user="carol", content="not for bob")
-    store_offline(r, other)
+    msgs = [store_offline(r, message(user="bob", content=f"m{i}"))
+            for i in range(20)]
+    assert [m["seq"] for m in msgs] == list(range(1, 21))
+    other = store_offline(r, message(user="carol", content="not for bob"))
 
     async def go():
         async with ws_connect(port, mint(sub="bob")) as c:
             got = [await recv_json(c) for _ in msgs]
-            assert [g["id"] for g in got] == [m["id"] for m in msgs]
             assert got == msgs
             await recv_none(c)
-        wait_for(lambda: offline_ids(r, "bob") == [], what="HDEL of replay")
+        wait_for(lambda: read_mark(r, "bob") == 20, what="read mark of bob")
     arun(go())
-    # Someone else's messages are untouched.
-    assert offline_ids(r, "carol") == [other["id"]]
+    # Someone else's log is untouched.
+    assert log_ids(r, "carol") == [other["id"]]
+    assert read_mark(r, "carol") == 0
     assert metric(port, "notifyd_ws_offline_replayed_total") == 20
 
 
@@ -74,7 +75,8 @@ def test_message_nobody_receives_stays_for_next_connect(ws, r):
             kept = send_targeted(r, "erin", "later")
             mine = send_targeted(r, "dave", "now")
             assert await recv_json(c) == mine
-        assert offline_ids(r, "erin") == [kept["id"]]
+        assert log_ids(r, "erin") == [kept["id"]]
+        assert read_mark(r, "erin") == 0
         async with ws_connect(port, mint(sub="erin")) as c:
             assert await recv_json(c) == kept
     arun(go())
@@ -123,9 +125,9 @@ def _publisher(port, user, n, rate_per_s, started, sent_ids):
 def test_exactly_once_in_order_while_messages_arrive_during_connect(
         ws, redis, r, round_):
     """A stream of messages to a user who connects in the middle of it:
-    the ones sent before come from the offline hash, the ones after live,
-    and the ones in between from either; every one arrives exactly once
-    and in the order sent."""
+    the ones sent before come from the log, the ones after live, and the
+    ones in between from either; every one arrives exactly once and in
+    the order sent."""
     port = ws()
     users = [f"racer{i}" for i in range(4)]
     n, rate = 300, 600.0
@@ -158,13 +160,16 @@ def test_exactly_once_in_order_while_messages_arrive_during_connect(
     for u, got in zip(users, results):
         assert len(set(got)) == len(got), "a message arrived twice"
         assert got == sent[u], "lost or out of order"
-        wait_for(lambda: offline_ids(r, u) == [], what=f"{u}'s hash emptied")
+        wait_for(lambda: read_mark(r, u) == n, what=f"{u}'s read mark")
 
 
-def test_two_connections_racing_a_stream_each_get_everything_once(ws, redis, r):
-    """Two tabs of one user connect at different moments of a stream: each
-    sees every message exactly once and in order (the HDEL of one tab must
-    not hide a message from the other while it replays)."""
+def test_two_connections_racing_a_stream_each_get_their_part_once(
+        ws, redis, r):
+    """Two tabs of one user connect at different moments of a stream: the
+    first gets every message; the second starts after what the user had
+    read when it connected (the read mark) and gets everything from there
+    on. Each exactly once and in order, and what one tab reads never
+    takes a message away from the other."""
     port = ws()
     n = 300
     sent = []
@@ -190,54 +195,54 @@ def test_two_connections_racing_a_stream_each_get_everything_once(ws, redis, r):
         return await asyncio.gather(tab(0.1), tab(0.3))
     a, b = arun(go(), timeout=30)
     t.join(10)
-    for got in (a, b):
-        assert len(set(got)) == len(got), "duplicate on one connection"
-        # What a tab received is in send order...
-        pos = [sent.index(i) for i in got]
-        assert pos == sorted(pos)
-        # ...and, from the first message on, nothing is skipped after the
-        # earliest connect except what the other tab took from the hash
-        # before this one replayed: the tail after both connected is whole.
-        assert got[-50:] == sent[-50:]
-    assert set(a) | set(b) == set(sent)
+    assert a == sent, "the first tab lost or reordered messages"
+    # The second: a contiguous tail of the stream, exactly once.
+    assert b and b == sent[sent.index(b[0]):]
 
 
-def test_ack_mode_keeps_unacked_messages_for_the_next_connect(ws, r):
+def test_ack_mode_marks_read_only_what_the_client_acknowledges(ws, r):
+    """In ack mode a message written to the socket is not read until the
+    client acknowledges it: a new connection gets it again. An ack raises
+    the read mark to that message's position."""
     port = ws()
-    msgs = [message(user="acker", content=f"a{i}") for i in range(3)]
-    for m in msgs:
-        store_offline(r, m)
+    msgs = [store_offline(r, message(user="acker", content=f"a{i}"))
+            for i in range(3)]
 
     async def go():
         async with ws_connect(port, mint(sub="acker"), ack=True) as c:
-            got = [await recv_json(c) for _ in msgs]
-            assert [g["id"] for g in got] == [m["id"] for m in msgs]
-            live = send_targeted(r, "acker", "live, acked")
-            assert await recv_json(c) == live
-            await c.send(json.dumps({"type": "ack", "id": msgs[1]["id"]}))
-            await c.send(json.dumps({"type": "ack", "id": live["id"]}))
-            left = sorted([msgs[0]["id"], msgs[2]["id"]])
-            wait_for(lambda: offline_ids(r, "acker") == left, what="acks")
-        # Written but not acknowledged: still there, and replayed again.
-        assert offline_ids(r, "acker") == left
+            assert [await recv_json(c) for _ in msgs] == msgs
+            await recv_none(c, 0.3)
+        # Written, never acknowledged: nothing is read.
+        assert read_mark(r, "acker") == 0
         async with ws_connect(port, mint(sub="acker"), ack=True) as c:
-            again = [await recv_json(c) for _ in range(2)]
-            assert [g["id"] for g in again] == left
+            assert [await recv_json(c) for _ in msgs] == msgs
+            await c.send(json.dumps({"type": "ack", "id": msgs[1]["id"]}))
+            wait_for(lambda: read_mark(r, "acker") == 2, what="ack")
+            live = send_targeted(r, "acker", "live, not acked")
+            assert await recv_json(c) == live
+        await asyncio.sleep(0.3)
+        assert read_mark(r, "acker") == 2
+        async with ws_connect(port, mint(sub="acker"), ack=True) as c:
+            assert [await recv_json(c) for _ in range(2)] == [msgs[2], live]
+            await c.send(json.dumps({"type": "ack", "id": live["id"]}))
+            wait_for(lambda: read_mark(r, "acker") == 4, what="last ack")
     arun(go())
 
 
-def test_without_ack_mode_an_ack_is_an_error_and_deletes_nothing(ws, r):
+def test_without_ack_mode_an_ack_is_an_error_and_marks_nothing(ws, r):
     port = ws()
-    kept = message(user="noack", content="x")
-    store_offline(r, message(user="other", content="y"))
 
     async def go():
         async with ws_connect(port, mint(sub="noack")) as c:
+            await asyncio.sleep(0.1)
+            # In the log, never published: this connection never saw it.
+            kept = store_offline(r, message(user="noack", content="x"))
             await c.send(json.dumps({"type": "ack", "id": kept["id"]}))
             m = await recv_json(c)
-            assert m["type"] == "error"
+            assert m == {"type": "error", "error": "ack without ack mode"}
+            await asyncio.sleep(0.3)
     arun(go())
-    assert len(offline_ids(r, "other")) == 1
+    assert read_mark(r, "noack") == 0
 
 
 def test_broadcast_reaches_every_connection_and_is_not_stored(ws, r):
@@ -251,6 +256,7 @@ def test_broadcast_reaches_every_connection_and_is_not_stored(ws, r):
             sent = send_broadcast(r, "hello everyone")
             assert await recv_json(a) == sent
             assert await recv_json(b) == sent
+            assert "seq" not in sent
         finally:
             await a.close()
             await b.close()
@@ -417,14 +423,13 @@ def test_demo_page_served_with_demo_flag(ws):
 
 
 def test_backlog_larger_than_the_send_queue_is_paced_not_dropped(ws, r):
-    """An offline backlog of several times --send-queue-max is fed to the
-    socket as it drains: all of it arrives, in order, and live messages
+    """A backlog of several times --send-queue-max is read page by page as
+    the socket drains: all of it arrives, in order, and live messages
     sent meanwhile come after it."""
     port = ws("--send-queue-max", "128k")
-    msgs = [message(user="backlog", content=f"b{i}", pad=8000)
+    msgs = [store_offline(r, message(user="backlog", content=f"b{i}",
+                                     pad=8000))
             for i in range(150)]            # about 1.2 MB
-    r.pipeline([("HSET", "offline:backlog", m["id"],
-                 json.dumps(m, separators=(",", ":"))) for m in msgs])
 
     async def go():
         async with ws_connect(port, mint(sub="backlog")) as c:
@@ -433,6 +438,6 @@ def test_backlog_larger_than_the_send_queue_is_paced_not_dropped(ws, r):
             got = [first] + [await recv_json(c) for _ in range(len(msgs))]
             assert [g["id"] for g in got] == [m["id"] for m in msgs] + [
                 live["id"]]
-        wait_for(lambda: offline_ids(r, "backlog") == [], what="all HDEL")
+        wait_for(lambda: read_mark(r, "backlog") == 151, what="all read")
     arun(go(), timeout=30)
     assert metric(port, "notifyd_ws_slow_consumers_total") == 0

@@ -16,9 +16,9 @@ import websockets
 
 from conftest import bin_path, free_port, wait_port
 from wsproto import OP_PING, RawWS, arun, mint, wait_closed_by_peer
-from wsutil import (Resp, http_get, message, metric, offline_ids,
-                    online_users, recv_json, send_targeted, store_offline,
-                    wait_for, ws_connect)
+from wsutil import (Resp, http_get, log_ids, log_key, message, metric,
+                    online_users, read_mark, recv_json, send_targeted,
+                    store_offline, targeted_cmd, wait_for, ws_connect)
 
 
 def ws_args(redis, keys, port, *extra):
@@ -88,7 +88,8 @@ def test_redis_restart_resubscribes_and_replays_what_was_missed(
                 assert got == early
                 live = send_targeted(r, "alice", "after reconnect")
                 assert await recv_json(c) == live
-                wait_for(lambda: offline_ids(r, "alice") == [], what="HDEL")
+                wait_for(lambda: read_mark(r, "alice") == live["seq"],
+                         what="read mark")
                 # The presence set was written again after the restart.
                 wait_for(lambda: online_users(r) == {"alice"}, 3, "presence")
             finally:
@@ -118,7 +119,7 @@ def test_stalled_redis_detected_by_ping_deadline(redis, daemons, keys):
         r.close()
 
 
-def test_slow_reader_is_closed_and_its_messages_stay_in_redis(
+def test_slow_reader_is_closed_and_its_messages_wait_unread(
         redis, daemons, keys):
     port = free_port()
     daemons("notifyd-ws", *ws_args(redis, keys, port,
@@ -141,7 +142,6 @@ def test_slow_reader_is_closed_and_its_messages_stay_in_redis(
             # Well over what the kernel buffers of both ends can hold.
             for i in range(400):
                 m = message(user="slow", content=f"big {i}", pad=20000)
-                from wsutil import targeted_cmd
                 cmds.append(targeted_cmd(m))
             r.pipeline(cmds)
             # The others are not held up by the slow one.
@@ -155,9 +155,9 @@ def test_slow_reader_is_closed_and_its_messages_stay_in_redis(
                  5, "slow consumer closed")
         wait_for(lambda: metric(port, "notifyd_ws_connections") == 1, 5,
                  "slow connection gone")
-        # What never reached its socket is still waiting in Redis.
-        left = len(offline_ids(r, "slow"))
-        assert 0 < left < 400
+        # What never reached its socket waits in the log, unread.
+        assert len(log_ids(r, "slow")) == 400
+        assert read_mark(r, "slow") < 400
         assert metric(port, 'notifyd_ws_closes_total{code="1013"}') == 1
     finally:
         slow.close()
@@ -218,9 +218,10 @@ def test_sigterm_closes_clients_with_1001_and_exits_0(redis, daemons, keys):
         assert "going" not in (r.command("SMEMBERS", "presence:instances")
                                or [])
         assert r.command("EXISTS", "presence:going") == 0
-        # Undelivered messages stay for the next connect.
+        # Undelivered messages wait for the next connect.
         kept = send_targeted(r, "alice", "after shutdown")
-        assert offline_ids(r, "alice") == [kept["id"]]
+        assert log_ids(r, "alice") == [kept["id"]]
+        assert read_mark(r, "alice") == 0
     finally:
         r.close()
 
@@ -240,7 +241,6 @@ def test_sigterm_gives_up_on_a_stuck_client_at_the_deadline(
     r = Resp(redis.port)
     try:
         time.sleep(0.2)
-        from wsutil import targeted_cmd
         r.pipeline([targeted_cmd(message(user="stuck", pad=8000))
                     for _ in range(60)])
         time.sleep(0.3)
@@ -268,7 +268,6 @@ def test_second_sigint_exits_at_once(redis, daemons, keys):
     r = Resp(redis.port)
     try:
         time.sleep(0.2)
-        from wsutil import targeted_cmd
         r.pipeline([targeted_cmd(message(user="stuck", pad=8000))
                     for _ in range(60)])
         time.sleep(0.3)
@@ -476,12 +475,10 @@ def test_environment_fallbacks_configure_the_daemon(redis, daemons, keys):
             wait_for(lambda: r.command("SMEMBERS", "envpfx:presence:from-env")
                      == ["alice"], 2, "prefixed presence")
             m = message(user="alice", content="prefixed")
-            r.command("EVAL", "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]);"
-                      "return redis.call('PUBLISH', KEYS[2], ARGV[2])", 2,
-                      "envpfx:offline:alice", "envpfx:notifications", m["id"],
-                      json.dumps(m))
+            r.command(*targeted_cmd(m, prefix="envpfx:"))
             assert (await recv_json(c))["id"] == m["id"]
-            wait_for(lambda: r.command("HLEN", "envpfx:offline:alice") == 0)
+            wait_for(lambda: r.command("HGET", log_key("alice", "envpfx:"),
+                                       "read") == "1", what="prefixed mark")
     try:
         arun(go())
     finally:
@@ -532,7 +529,7 @@ def test_redis_password_and_database_from_the_url(redis, daemons, keys):
             await asyncio.sleep(0.1)
             sent = send_targeted(r, "alice", "in db 3")
             assert await recv_json(c) == sent
-            wait_for(lambda: offline_ids(r, "alice") == [], what="HDEL db 3")
+            wait_for(lambda: read_mark(r, "alice") == 1, what="mark in db 3")
     try:
         arun(go())
         wait_port(bad_port)
@@ -573,18 +570,23 @@ def test_lost_subscription_replays_what_was_published_meanwhile(
             assert await recv_json(c, 5) == missed
             live = send_targeted(r, "alice", "after")
             assert await recv_json(c) == live
-            wait_for(lambda: offline_ids(r, "alice") == [], what="HDEL")
+            wait_for(lambda: read_mark(r, "alice") == live["seq"],
+                     what="read mark")
     try:
         arun(go())
-        assert metric(port, "notifyd_ws_redis_reconnects_total") == 1
+        assert metric(port, 'notifyd_ws_redis_reconnects_total'
+                      '{connection="subscriber"}') == 1
+        assert metric(port, 'notifyd_ws_redis_reconnects_total'
+                      '{connection="commands"}') == 0
     finally:
         r.close()
 
 
-def test_lost_command_connection_retries_the_hdel(redis, daemons, keys):
-    """The command connection drops while a delivery's HDEL is pending:
-    it is sent again after reconnecting, so the message does not come
-    back on the next connect."""
+def test_lost_command_connection_writes_the_read_mark_once_back(
+        redis, daemons, keys):
+    """The command connection drops while a delivery's read mark is to be
+    written: it is written after reconnecting, so a new connection is not
+    offered the message again."""
     port = free_port()
     daemons("notifyd-ws", *ws_args(redis, keys, port, "--instance-id", "kc"))
     r = Resp(redis.port)
@@ -593,15 +595,18 @@ def test_lost_command_connection_retries_the_hdel(redis, daemons, keys):
         async with ws_connect(port, mint(sub="bob")) as c:
             await asyncio.sleep(0.1)
             # The delivery happens while the command connection is gone
-            # (it comes back after a backoff): its HDEL has to wait.
+            # (it comes back after a backoff): its read mark has to wait.
             assert _kill_client(r, "notifyd-ws:cmd:kc")
-            sent = send_targeted(r, "bob", "delivered, HDEL pending")
+            sent = send_targeted(r, "bob", "delivered, mark pending")
             assert await recv_json(c) == sent
-            wait_for(lambda: offline_ids(r, "bob") == [], 5, "HDEL retried")
+            wait_for(lambda: read_mark(r, "bob") == sent["seq"], 5,
+                     "read mark written")
         async with ws_connect(port, mint(sub="bob")) as c:
             mark = send_targeted(r, "bob", "marker")
             assert await recv_json(c) == mark
     try:
         arun(go())
+        assert metric(port, 'notifyd_ws_redis_reconnects_total'
+                      '{connection="commands"}') == 1
     finally:
         r.close()

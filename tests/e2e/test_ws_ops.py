@@ -16,7 +16,7 @@ import time
 import jwt  # python3-jwt
 import pytest
 
-from conftest import bin_path, free_port, run, wait_port
+from conftest import free_port, run
 from wsproto import SECRET, arun, start_ws
 from wsutil import http_get, metric, recv_json, wait_for, ws_connect
 
@@ -68,6 +68,9 @@ FLAGS = [
     ("log-level", "NOTIFYD_LOG_LEVEL", "info"),
     ("max-message", "NOTIFYD_WS_MAX_MESSAGE", "64k"),
     ("send-queue-max", "NOTIFYD_WS_SEND_QUEUE_MAX", "1M"),
+    ("max-queued-bytes", "NOTIFYD_WS_MAX_QUEUED_BYTES", "256M"),
+    ("write-timeout", "NOTIFYD_WS_WRITE_TIMEOUT", "30s"),
+    ("max-conns-per-user", "NOTIFYD_WS_MAX_CONNS_PER_USER", "32"),
     ("max-channels", "NOTIFYD_WS_MAX_CHANNELS", "64"),
     ("ping-interval", "NOTIFYD_WS_PING_INTERVAL", "25s"),
     ("ping-timeout", "NOTIFYD_WS_PING_TIMEOUT", "20s"),

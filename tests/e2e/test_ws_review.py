@@ -16,7 +16,7 @@ import pytest
 
 from wsproto import (OP_BINARY, OP_PING, OP_PONG, OP_TEXT, RawWS, frame,
                      mint, start_ws)
-from wsutil import (message, metric, offline_ids, store_offline,
+from wsutil import (Resp, message, metric, read_mark, store_offline,
                     targeted_cmd, wait_for)
 
 
@@ -68,23 +68,21 @@ def test_close_from_a_frame_callback_survives_a_reset_peer(
 
 def test_offline_message_larger_than_the_send_queue_is_delivered(
         redis, daemons, keys, r):
-    """The replay feeds one offline message into an empty queue even when
-    it alone is over --send-queue-max (room_for() allows it). The enqueue
-    used to refuse it as a slow consumer and close, which freed the replay
-    state that ntws_replay_pump() was iterating (use after free); and the
-    user could never connect without being closed 1013 again."""
+    """A page of the log goes into the queue even when one message alone
+    is over --send-queue-max. The enqueue used to refuse it as a slow
+    consumer and close, which freed the replay state being iterated (use
+    after free); and the user could never connect without being closed
+    1013 again."""
     d, port = start_ws(daemons, redis, keys, "--send-queue-max", "1k")
     bystander = healthy(port)
-    small = message(user="big", content="small first")
-    large = message(user="big", content="large", pad=3000)
-    store_offline(r, small)
-    store_offline(r, large)
+    small = store_offline(r, message(user="big", content="small first"))
+    large = store_offline(r, message(user="big", content="large", pad=3000))
     c = RawWS(port, token=mint(sub="big"))
     assert c.status == 101
     assert c.recv_json()["id"] == small["id"]
     assert c.recv_json()["id"] == large["id"]
     c.ping_ok()
-    wait_for(lambda: offline_ids(r, "big") == [], 5, "both HDEL")
+    wait_for(lambda: read_mark(r, "big") == 2, 5, "both read")
     # A live one over the limit, to a connection with nothing queued.
     live = message(user="big", content="live", pad=3000)
     r.command(*targeted_cmd(live))
@@ -136,29 +134,46 @@ def test_replies_to_a_client_that_never_reads_are_bounded(
 
 
 def test_acks_while_redis_is_away_are_bounded(redis, daemons, keys):
-    """Every ack became an HDEL kept in memory until Redis answers: with
-    Redis away (or slower than the client), one client could grow that
-    list without bound. Past a cap, acks are refused with an error (the
-    message simply comes again on the next connect, as ack mode allows)."""
+    """Every ack used to become an HDEL kept in memory until Redis
+    answered: with Redis away, one client could grow that list without
+    bound. Now acks raise the user's read mark: what waits is one mark
+    per user and at most 64 acknowledged ids (the oldest dropped: a lost
+    read mark only means a new device is offered a message again), and
+    it is written once Redis is back."""
+    redis.stop()
+    redis.start("--appendonly", "yes", "--appendfsync", "always")
     d, port = start_ws(daemons, redis, keys)
+    r = Resp(redis.port)
+    msgs = [store_offline(r, message(user="acker", content=f"m{i}"))
+            for i in range(100)]
+    r.close()
     tok = mint(sub="acker")
     c = RawWS(port, path=f"/ws/notifications?ack=1&token={tok}")
     assert c.status == 101
-    c.ping_ok()
+    assert [c.recv_json()["id"] for _ in msgs] == [m["id"] for m in msgs]
     redis.stop()
     wait_for(lambda: metric(port, "notifyd_ws_redis_up") == 0, 10,
              "redis seen down")
-    one = frame(OP_TEXT, json.dumps({"type": "ack", "id": message()["id"]}))
-    for _ in range(67):
-        c.send(one * 1000)
-    err = c.recv_json(timeout=10)
-    assert err["type"] == "error" and "ack" in err["error"], err
-    pending = metric(port, "notifyd_ws_redis_pending_hdels")
-    assert 60000 <= pending <= 65536, pending
-    redis.start()
-    # Kept ones are sent once Redis is back.
-    wait_for(lambda: metric(port, "notifyd_ws_redis_pending_hdels") == 0, 15,
-             "the kept HDELs done")
+    # 67,000 acks, the last 64 of them for positions 37 to 100.
+    burst = b"".join(frame(OP_TEXT, json.dumps({"type": "ack", "id": m["id"]}))
+                     for m in msgs)
+    for _ in range(670):
+        c.send(burst)
+    c.ping_ok(timeout=10)   # every ack taken, none answered with an error
+    assert metric(port, "notifyd_ws_read_marks_pending") == 1
+    assert metric(port, "notifyd_ws_acks_dropped_total") == 67000 - 64
+    assert metric(port, "notifyd_ws_read_marks_written_total") == 0
+    redis.start("--appendonly", "yes", "--appendfsync", "always")
+    wait_for(lambda: metric(port, "notifyd_ws_read_marks_pending") == 0, 15,
+             "the pending marks written")
+    wait_for(lambda: metric(port, "notifyd_ws_read_marks_written_total")
+             == 64, 5, "64 ack marks answered")
+    r = Resp(redis.port)
+    try:
+        assert read_mark(r, "acker") == 100
+    finally:
+        r.close()
+    c.ping_ok()
 
 
 def _read_frames(sock, want_ids, deadline):
@@ -199,13 +214,13 @@ def _read_frames(sock, want_ids, deadline):
 
 def test_message_written_while_the_replay_read_is_in_flight_not_resent(
         redis, daemons, keys, r):
-    """After the subscription is lost every connection reads its store
-    again. A message still in the send queue when that HGETALL runs is in
-    its result; if the socket takes it before the reply is in, neither the
-    queue check nor the seen set knew it, and it was sent twice on the same
-    connection. (The window is widened by a large store, whose reply takes
-    many reads to come in while the client reads as fast as it can; this
-    failed in 8 of 9 runs before the fix.)"""
+    """After the subscription is lost every connection reads its log
+    again. A message still in the send queue when that read runs is in
+    its result; if the socket takes it before the reply is in, it must
+    not be sent twice on the same connection. (The window is widened by
+    large entries after it, while the client reads as fast as it can;
+    with the old hash store this failed in 8 of 9 runs before its fix;
+    with the log the cursor rules it out.)"""
     d, port = start_ws(daemons, redis, keys, "--send-queue-max", "64M")
     s = _stuffed_client(port, "racer")
     head = b""
@@ -217,15 +232,12 @@ def test_message_written_while_the_replay_read_is_in_flight_not_resent(
     r.pipeline([targeted_cmd(m) for m in msgs])
     wait_for(lambda: metric(port, "notifyd_ws_send_queue_bytes") > 500000, 5,
              "messages queued for the stuck reader")
-    # A large store: the HGETALL reply takes many reads to come in.
-    junk = {f"zz-junk-{i}": json.dumps({"id": f"zz-junk-{i}",
-                                        "content": "j" * 2000000})
-            for i in range(4)}
-    for k, v in junk.items():
-        r.command("HSET", "offline:racer", k, v)
+    # Large entries after them, stored but never published.
+    junk = [store_offline(r, message(user="racer", content=f"junk {i}",
+                                     pad=2000000))["id"] for i in range(4)]
     r.command("CLIENT", "KILL", "TYPE", "pubsub")
     # Read at full speed from the moment the server subscribes again,
-    # which is when it sends the HGETALL.
+    # which is when it reads the log.
     wait_for(lambda: r.command("PUBSUB", "NUMSUB", "notifications")[1] == 1,
              5, "resubscribed", step=0.001)
     want = {m["id"] for m in msgs} | set(junk)
@@ -239,12 +251,13 @@ def test_message_written_while_the_replay_read_is_in_flight_not_resent(
 def test_connection_gone_while_its_store_read_is_in_flight(
         redis, daemons, keys, r):
     """Guard (passed before the review): connections that vanish while
-    their HGETALL waits in a stalled Redis are kept until the reply, which
-    then touches no freed memory (checked under the sanitizers)."""
+    their log read waits in a stalled Redis leave their session until the
+    reply, which then touches no freed memory (checked under the
+    sanitizers)."""
     d, port = start_ws(daemons, redis, keys, "--redis-timeout", "3s")
     for i in range(5):
         store_offline(r, message(user="ghost", content=f"o{i}"))
-    # Redis holds every command (the HGETALLs too) for a while.
+    # Redis holds every command (the log reads too) for a while.
     assert r.command("CLIENT", "PAUSE", "600", "ALL") == "OK"
     for _ in range(5):
         g = RawWS(port, token=mint(sub="ghost"))
@@ -252,11 +265,11 @@ def test_connection_gone_while_its_store_read_is_in_flight(
         reset(g.sock)
     wait_for(lambda: metric(port, "notifyd_ws_connections") == 0, 5,
              "the ghosts killed")
-    # Still allocated: their HGETALL replies will name them.
-    assert metric(port, "notifyd_ws_sockets") >= 5
-    wait_for(lambda: metric(port, "notifyd_ws_sockets") <= 1, 5,
-             "the ghosts reaped")
-    assert len(offline_ids(r, "ghost")) == 5   # nothing was written
+    # Their reads still wait for Redis.
+    assert metric(port, "notifyd_ws_page_reads_inflight") >= 1
+    wait_for(lambda: metric(port, "notifyd_ws_page_reads_inflight") == 0, 5,
+             "the reads answered")
+    assert read_mark(r, "ghost") == 0   # nothing was written
     c = RawWS(port, token=mint(sub="ghost"))
     assert [c.recv_json()["content"] for _ in range(5)] == [
         f"o{i}" for i in range(5)]
@@ -264,16 +277,16 @@ def test_connection_gone_while_its_store_read_is_in_flight(
 
 def test_ack_mode_replay_restarted_midway_sends_nothing_twice(
         redis, daemons, keys, r):
-    """A replay cut by a lost subscription starts over, remembering the ids
-    it already wrote; in ack mode those are still in the store. The
-    connection timer retired that memory before the new read was in (its
-    fence was left from before), so they were all sent again."""
+    """A replay cut by a lost subscription goes on from its cursor; in ack
+    mode what it wrote is not read yet. (The old store remembered the ids
+    it had written and a connection timer retired that memory too early,
+    so they were all sent again.)"""
     d, port = start_ws(daemons, redis, keys, "--send-queue-max", "256k",
                        "--ping-interval", "50ms", "--ping-timeout", "10s")
     msgs = [message(user="acker", content=f"m{i}", pad=20000)
             for i in range(300)]   # beyond what the kernel buffers hold
-    r.pipeline([("HSET", "offline:acker", m["id"],
-                 json.dumps(m, separators=(",", ":"))) for m in msgs])
+    r.pipeline([targeted_cmd(m, channel="nobody-listens-here")
+                for m in msgs])
     c = RawWS(port, path=f"/ws/notifications?ack=1&token={mint(sub='acker')}")
     assert c.status == 101
     # Unsolicited pongs keep the connection busy, never idle: its timer

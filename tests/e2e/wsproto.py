@@ -151,21 +151,32 @@ def arun(coro, timeout=15):
 
 
 def offline_message(user, content="waiting", msg_id=None):
-    msg_id = msg_id or "01930000-0000-7000-8000-%012x" % (int(time.time() * 1000) & 0xffffffffffff)
+    from wsutil import uuid7   # ids of now: the log skips those past age
+    msg_id = msg_id or uuid7()
     return {"id": msg_id, "type": "info", "content": content, "data": {},
             "timestamp": "2026-11-26T22:43:46.123Z", "target_user": user,
             "channel": None}
 
 
 def store_offline(redis, msg, prefix=""):
-    """Put a message into {prefix}offline:{user} as the send script would."""
-    redis.cli("HSET", f"{prefix}offline:{msg['target_user']}", msg["id"],
-              json.dumps(msg, separators=(",", ":")))
+    """Append a message to its user's log with the real send script of
+    lib/nt_userlog.c, published to nobody (a channel nobody listens to):
+    a message that waits. Returns it as it is delivered (with its seq)."""
+    from wsutil import targeted_cmd, with_seq
+    cmd = targeted_cmd(msg, prefix=prefix, channel="nobody-listens-here")
+    out = redis.cli(*cmd, raw=True).split()
+    return with_seq(msg, [[int(out[0])]])
 
 
-def offline_fields(redis, user, prefix=""):
-    out = redis.cli("HKEYS", f"{prefix}offline:{user}", raw=True)
-    return sorted(x for x in out.split("\n") if x)
+def read_mark(redis, user, prefix=""):
+    """The read mark of user's log: the highest position read (0: none)."""
+    out = redis.cli("HGET", f"{prefix}offline:{{{user}}}", "read",
+                    raw=True).strip()
+    return int(out or 0)
+
+
+def log_key(user, prefix=""):
+    return f"{prefix}offline:{{{user}}}"
 
 
 # ---------------------------------------------------------------------------

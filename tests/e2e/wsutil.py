@@ -4,26 +4,53 @@
   publish hundreds of messages while clients connect; one redis-cli
   process per message would be too slow to overlap a connect);
 - send_targeted()/send_broadcast(): the Redis contract of notifyd(7)
-  done by hand, the same atomic script as lib/nt_redis.c, so these tests
-  do not depend on notify-send;
+  done by hand with the very append script of lib/nt_userlog.c (read out
+  of its source), so these tests can send bursts over one pipelined
+  connection and do not depend on notify-send;
+- the log of a user as Redis holds it: log_ids(), read_mark(), log_last();
 - uuid7(): ids that sort in creation order, like the real ones;
 - presence helpers that compute what notifyd-api's online count sees;
 - Collector: a python3-websockets client that records every message.
 """
+import ast
 import asyncio
 import datetime
 import json
 import os
+import re
 import socket
 import threading
 import time
 
 import websockets
 
-SEND_TARGETED_LUA = (
-    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
-    "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-    "return redis.call('PUBLISH', KEYS[2], ARGV[2])\n")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def _c_literals(text):
+    """The concatenated C string literals of text (comments dropped)."""
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return "".join(ast.literal_eval(s) for s in
+                   re.findall(r'"(?:[^"\\\n]|\\.)*"', text))
+
+
+def userlog_script(name):
+    """The Lua text of nt_lua_userlog_<name> as lib/nt_userlog.c holds it:
+    the contract's own code, not a copy that could drift."""
+    with open(os.path.join(ROOT, "lib", "nt_userlog.c")) as f:
+        src = f.read()
+    helpers = re.search(r"#define LUA_HELPERS \\\n(.*?)\n\n", src, re.S)
+    body = re.search(r"const char nt_lua_userlog_%s\[\] =(.*?);\n" % name,
+                     src, re.S).group(1)
+    if "LUA_HELPERS" in body:
+        before, after = body.split("LUA_HELPERS", 1)
+        return _c_literals(before) + _c_literals(helpers.group(1)) + \
+            _c_literals(after)
+    return _c_literals(body)
+
+
+APPEND_LUA = userlog_script("append")
 
 _last_ms = 0
 _seq = 0
@@ -124,34 +151,71 @@ class Resp:
         return [self.reply() for _ in commands]
 
 
-def targeted_cmd(msg, prefix="", ttl=604800):
-    text = json.dumps(msg, separators=(",", ":"))
-    return ("EVAL", SEND_TARGETED_LUA, 2, f"{prefix}offline:{msg['target_user']}",
-            f"{prefix}notifications", msg["id"], text, ttl)
+def log_key(user, prefix=""):
+    return f"{prefix}offline:{{{user}}}"
 
 
-def send_targeted(r, user, content="hello", **kw):
-    """Store and publish one targeted message; returns it."""
+def _text(msg):
+    return json.dumps(msg, separators=(",", ":"))
+
+
+def targeted_cmd(msg, prefix="", ttl=604800, maxn=1000,
+                 channel="notifications"):
+    """EVAL of the append script: store msg in its user's log and publish
+    it on channel (another channel: stored, published to nobody)."""
+    return ("EVAL", APPEND_LUA, 2, log_key(msg["target_user"], prefix),
+            f"{prefix}{channel}", ttl, maxn, msg["id"], _text(msg))
+
+
+def with_seq(msg, reply):
+    """msg as stored and delivered: with the position the script gave."""
+    out = dict(msg)
+    out["seq"] = reply[0][0]
+    return out
+
+
+def send_targeted(r, user, content="hello", prefix="", **kw):
+    """Store and publish one targeted message; returns it as delivered
+    (with its seq)."""
     msg = message(user=user, content=content, **kw)
-    r.command(*targeted_cmd(msg))
-    return msg
+    return with_seq(msg, r.command(*targeted_cmd(msg, prefix=prefix)))
+
+
+def send_many(r, msgs, prefix=""):
+    """Store and publish msgs over one pipeline; returns them with seq."""
+    replies = r.pipeline([targeted_cmd(m, prefix=prefix) for m in msgs])
+    return [with_seq(m, rep) for m, rep in zip(msgs, replies)]
 
 
 def send_broadcast(r, content="to all", channel=None, prefix=""):
     msg = message(user=None, content=content, channel=channel)
-    r.command("PUBLISH", f"{prefix}notifications",
-              json.dumps(msg, separators=(",", ":")))
+    r.command("PUBLISH", f"{prefix}notifications", _text(msg))
     return msg
 
 
 def store_offline(r, msg, prefix=""):
-    """A message stored while nobody was connected (no PUBLISH)."""
-    r.command("HSET", f"{prefix}offline:{msg['target_user']}", msg["id"],
-              json.dumps(msg, separators=(",", ":")))
+    """A message stored while nobody listens (appended, never published);
+    returns it with its seq."""
+    return with_seq(msg, r.command(*targeted_cmd(
+        msg, prefix=prefix, channel="nobody-listens-here")))
 
 
-def offline_ids(r, user, prefix=""):
-    return sorted(r.command("HKEYS", f"{prefix}offline:{user}") or [])
+def log_ids(r, user, prefix=""):
+    """Ids in user's log, in position order."""
+    h = r.command("HGETALL", log_key(user, prefix)) or []
+    fields = dict(zip(h[::2], h[1::2]))
+    pos = sorted(int(k[2:]) for k in fields if k.startswith("m:"))
+    return [json.loads(fields[f"m:{p}"])["id"] for p in pos]
+
+
+def read_mark(r, user, prefix=""):
+    """The read mark of user's log (0: none)."""
+    return int(r.command("HGET", log_key(user, prefix), "read") or 0)
+
+
+def log_last(r, user, prefix=""):
+    """The last position of user's log (0: no log)."""
+    return int(r.command("HGET", log_key(user, prefix), "seq") or 0)
 
 
 def online_users(r, prefix=""):
@@ -200,10 +264,12 @@ async def recv_none(ws, wait=0.3):
     raise AssertionError(f"unexpected message {m!r}")
 
 
-def ws_connect(port, token, ack=False, **kw):
+def ws_connect(port, token, ack=False, since=None, **kw):
     url = f"ws://127.0.0.1:{port}/ws/notifications?token={token}"
     if ack:
         url += "&ack=1"
+    if since is not None:
+        url += f"&since={since}"
     return websockets.connect(url, open_timeout=5, close_timeout=2,
                               max_size=None, **kw)
 

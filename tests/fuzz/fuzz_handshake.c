@@ -1,6 +1,6 @@
 /*
- * fuzz_handshake: the request-head parser of notifyd-ws (http.c) and the
- * pure checks of the opening handshake (handshake.c: Sec-WebSocket-Key,
+ * fuzz_handshake: the request-head parser of notifyd-ws and the pure
+ * checks of the opening handshake beside it (http.c: Sec-WebSocket-Key,
  * the bearer token in Sec-WebSocket-Protocol, the origin list, the
  * query parameters), on arbitrary bytes.
  *
@@ -8,15 +8,14 @@
  * input-chosen lengths. Once the parser has a verdict for a prefix, no
  * longer prefix may change it, and every slice it returns must lie
  * inside the head.
- *
- * handshake.c is included, not linked, to reach its static helpers.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../notifyd-ws/handshake.c"
+#include "http.h"
+#include "sha1.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -51,33 +50,33 @@ check_req(const char *buf, size_t len, const struct ntws_http_req *req)
 	check_slice(buf, req, req->ws_version);
 	check_slice(buf, req, req->ws_protocol);
 	check_slice(buf, req, req->origin);
+	check_slice(buf, req, req->xff);
 }
 
 /* What upgrade() does with a parsed head, minus the connection. */
 static void
 handshake_checks(const struct ntws_http_req *req)
 {
-	static const struct ntws_config cfg_any = { .allowed_origins = NULL };
-	static const struct ntws_config cfg_list = {
-		.allowed_origins = " http://a.example , https://b.example:8443,,",
-	};
+	static const char *const list =
+	    " http://a.example , https://b.example:8443,,";
 	char token[NTWS_HTTP_MAX_HEAD], ack[8], accept[29], small[4];
 	int bearer, n;
 
 	(void)ntws_http_has_token(req->upgrade, "websocket");
 	(void)ntws_http_has_token(req->connection, "upgrade");
 	(void)ntws_str_eq(req->ws_version, "13");
-	(void)origin_allowed(&cfg_any, req->origin);
-	(void)origin_allowed(&cfg_list, req->origin);
-	if (key_valid(req->ws_key)) {
+	if (!ntws_http_origin_allowed(NULL, req->origin))
+		abort();   /* no list: any origin */
+	(void)ntws_http_origin_allowed(list, req->origin);
+	if (ntws_http_key_valid(req->ws_key)) {
 		ntws_ws_accept(req->ws_key.p, req->ws_key.len, accept);
 		if (strlen(accept) != 28)
 			abort();
 	}
-	bearer = protocol_token(req->ws_protocol, token, sizeof(token));
+	bearer = ntws_http_bearer_token(req->ws_protocol, token, sizeof(token));
 	if (strlen(token) >= sizeof(token) || (!bearer && token[0] != '\0'))
 		abort();
-	(void)protocol_token(req->ws_protocol, small, sizeof(small));
+	(void)ntws_http_bearer_token(req->ws_protocol, small, sizeof(small));
 	if (strlen(small) >= sizeof(small))
 		abort();
 	n = ntws_http_query_param(req->query, "token", token, sizeof(token));
@@ -86,6 +85,9 @@ handshake_checks(const struct ntws_http_req *req)
 		abort();
 	n = ntws_http_query_param(req->query, "ack", ack, sizeof(ack));
 	if (n >= (int)sizeof(ack) || n < -2)
+		abort();
+	n = ntws_http_query_param(req->query, "since", small, sizeof(small));
+	if (n >= (int)sizeof(small) || n < -2)
 		abort();
 }
 

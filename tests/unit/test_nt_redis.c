@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "nt_redis.h"
+#include "nt_userlog.h"
 
 static void
 key_names(void **state)
@@ -18,10 +19,10 @@ key_names(void **state)
 	assert_string_equal(k, "notifications");
 	nt_key_channel(k, sizeof(k), "app:");
 	assert_string_equal(k, "app:notifications");
-	nt_key_offline(k, sizeof(k), "", "alice");
-	assert_string_equal(k, "offline:alice");
-	nt_key_offline(k, sizeof(k), "app:", "alice");
-	assert_string_equal(k, "app:offline:alice");
+	nt_key_userlog(k, sizeof(k), "", "alice");
+	assert_string_equal(k, "offline:{alice}");
+	nt_key_userlog(k, sizeof(k), "app:", "alice");
+	assert_string_equal(k, "app:offline:{alice}");
 	nt_key_presence_instances(k, sizeof(k), "");
 	assert_string_equal(k, "presence:instances");
 	nt_key_presence(k, sizeof(k), "p:", "host-1");
@@ -33,17 +34,7 @@ key_too_long(void **state)
 {
 	char k[16];
 
-	assert_int_equal(nt_key_offline(k, sizeof(k), "", "a-rather-long-user"), -1);
-}
-
-/* The Lua of online-count must build keys the same way as nt_key_presence. */
-static void
-lua_uses_contract_names(void **state)
-{
-	assert_non_null(strstr(nt_lua_online_count, "'presence:'"));
-	assert_non_null(strstr(nt_lua_user_online, "'presence:'"));
-	assert_non_null(strstr(nt_lua_send_targeted, "HSET"));
-	assert_non_null(strstr(nt_lua_send_targeted, "PUBLISH"));
+	assert_int_equal(nt_key_userlog(k, sizeof(k), "", "a-rather-long-user"), -1);
 }
 
 /* The shared --redis/--redis-prefix table entries, through nt_opt_parse. */
@@ -118,7 +109,6 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(key_names),
 		cmocka_unit_test(key_too_long),
-		cmocka_unit_test(lua_uses_contract_names),
 		cmocka_unit_test(redis_opts_defaults_flags_and_environment),
 		cmocka_unit_test(redis_opts_bad_values_are_config_errors),
 	};

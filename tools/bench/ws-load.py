@@ -121,11 +121,6 @@ class Redis:
             got += sum(1 for x in lines if x[:1] in (b":", b"+", b"-"))
 
 
-LUA = ("redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
-       "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-       "return redis.call('PUBLISH', KEYS[2], ARGV[2])\n")
-
-
 def iso_ms(t):
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + \
         ".%03dZ" % (int(t * 1000) % 1000)
@@ -190,6 +185,11 @@ async def main():
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--targeted", type=int, default=50000)
     ap.add_argument("--broadcasts", type=int, default=20)
+    ap.add_argument("--replay-users", type=int, default=20)
+    ap.add_argument("--replay-messages", type=int, default=1000)
+    ap.add_argument("--notify-send", required=True)
+    ap.add_argument("--lua-file", required=True,
+                    help="the send script (tools/bench/print-lua prints it)")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -221,6 +221,16 @@ async def main():
     print(f"RSS per idle connection: {per:.0f} bytes")
 
     r = Redis(a.redis_port)
+    redis_url = f"redis://127.0.0.1:{a.redis_port}"
+
+    with open(a.lua_file) as f:
+        lua = f.read()
+
+    def send_cmd(user, i):
+        """The one atomic send step of notifyd(7), as the senders run it."""
+        mid, text = msg(user, i)
+        return ("EVAL", lua, 2, f"offline:{{{user}}}", "notifications",
+                604800, 1000, mid, text)
 
     # Latency at a steady low rate (200 msg/s) with every connection open:
     # what one user sees, without the load client's own queueing.
@@ -228,10 +238,7 @@ async def main():
     n_low = 500
     before = sum(c.received for c in conns)
     for i in range(n_low):
-        user = f"user{(i * 7919) % len(conns)}"
-        mid, text = msg(user, i)
-        r.pipeline([("EVAL", LUA, 2, f"offline:{user}", "notifications",
-                     mid, text, 604800)])
+        r.pipeline([send_cmd(f"user{(i * 7919) % len(conns)}", i)])
         await asyncio.sleep(0.005)
     deadline = time.monotonic() + 30
     while sum(c.received for c in conns) - before < n_low and \
@@ -242,7 +249,7 @@ async def main():
           f"({len(lat)} samples, {len(conns)} connections open)")
 
     # Targeted throughput: K messages round-robin over all users, through
-    # the real path (Lua store+publish, pub/sub, socket write, HDEL).
+    # the real path (Lua append+publish, pub/sub, socket write, read marks).
     k = a.targeted
     before = sum(c.received for c in conns)
     cpu0 = cpu_s(a.pid)
@@ -250,10 +257,7 @@ async def main():
     t0 = time.monotonic()
     batch = []
     for i in range(k):
-        user = f"user{i % len(conns)}"
-        mid, text = msg(user, i)
-        batch.append(("EVAL", LUA, 2,
-                      f"offline:{user}", "notifications", mid, text, 604800))
+        batch.append(send_cmd(f"user{i % len(conns)}", i))
         if len(batch) == 500:
             r.pipeline(batch)
             batch = []
@@ -301,6 +305,42 @@ async def main():
     print(f"  daemon CPU {cpu_s(a.pid) - cpu0:.2f}s for {got} deliveries "
           f"(each message encoded once, shared by every queue)")
     for c in conns:
+        c.writer.close()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Replay: users come back to stored messages, all at once.
+    nu, nm = a.replay_users, a.replay_messages
+    lines = "".join(json.dumps({"target_user": f"back{u}",
+                                "notification_type": "bench",
+                                "content": "y" * 200}) + "\n"
+                    for _ in range(nm) for u in range(nu))
+    p = await asyncio.create_subprocess_exec(
+        a.notify_send, "--redis", redis_url, "--batch", "-q",
+        stdin=asyncio.subprocess.PIPE)
+    await p.communicate(lines.encode())
+    cpu0 = cpu_s(a.pid)
+    rss0 = rss_kib(a.pid)
+    back, tasks = [], []
+    t0 = time.monotonic()
+    for u in range(nu):
+        c = await connect(a.ws_port, token(secret, f"back{u}"))
+        back.append(c)
+        tasks.append(asyncio.ensure_future(read_loop(c, [], 0)))
+    deadline = time.monotonic() + 120
+    peak = rss0
+    while sum(c.received for c in back) < nu * nm and \
+            time.monotonic() < deadline:
+        peak = max(peak, rss_kib(a.pid))
+        await asyncio.sleep(0.01)
+    t_all = time.monotonic() - t0
+    got = sum(c.received for c in back)
+    print(f"replay:                 {nu} users x {nm} stored messages, "
+          f"{got}/{nu * nm} delivered in {t_all:.2f}s = {got / t_all:.0f} "
+          f"msg/s; daemon CPU {cpu_s(a.pid) - cpu0:.2f}s, RSS peak "
+          f"+{peak - rss0} KiB")
+    for c in back:
         c.writer.close()
     for t in tasks:
         t.cancel()

@@ -11,6 +11,8 @@
 #   make valgrind   end-to-end suites with every program under memcheck
 #   make soak       the delivery fault tests, the randomized one for SOAK_SECONDS (600)
 #   make fuzz       libFuzzer runs of the parsers (installs clang)
+#   make deb        the Debian package: build/deb/notifyd_<version>_<arch>.deb
+#   make cluster    supervisord + nginx + 2 notifyd-ws + notifyd-api + Redis, on loopback
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make SANITIZER=address|undefined|address,undefined ...
 
@@ -45,7 +47,7 @@ else
 BUILD := build/plain
 endif
 
-ALL_CFLAGS  = $(CFLAGS) $(NT_CFLAGS)
+ALL_CFLAGS  = $(CPPFLAGS) $(CFLAGS) $(NT_CFLAGS)
 ALL_LDFLAGS = $(LDFLAGS) $(NT_LDFLAGS)
 
 LIB_SRCS := $(wildcard lib/*.c)
@@ -192,6 +194,19 @@ run: deps-run all
 .PHONY: fresh-check
 fresh-check:
 	sh tools/fresh-check.sh
+
+# The Debian package (debhelper, from a copy of the tree; lintian-clean
+# or it fails): tools/mkdeb.sh, debian/.
+.PHONY: deb
+deb: deps
+	sh tools/mkdeb.sh
+
+# The production arrangement on loopback: contrib/supervisord.conf and
+# contrib/nginx.conf with a private Redis (tools/cluster.sh); make cluster
+# NGINX_PORT=9000 WS_PORT=9080 API_PORT=9081. Ctrl-C stops everything.
+.PHONY: cluster
+cluster: deps all
+	sh tools/cluster.sh
 
 bench: deps all
 	sh tools/bench.sh

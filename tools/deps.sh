@@ -25,7 +25,8 @@ python3 curl"
 # tests), valgrind (make valgrind) and wrk (make bench). Node.js and npm
 # are checked below.
 TEST_PKGS="libcmocka-dev mandoc python3-pytest python3-websockets python3-jwt
-python3-cryptography openssl valgrind wrk chromium"
+python3-cryptography openssl valgrind wrk chromium
+supervisor nginx debhelper lintian systemd man-db strace"
 
 case "${1:-test}" in
 run)  set_name="run";  pkgs=$RUN_PKGS ;;

@@ -71,6 +71,10 @@ if [ -d /usr/local/share/ca-certificates ]; then
 fi
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+# Nothing boots in a chroot: packages must not start their services
+# (nginx, supervisor) there, as on any Debian chroot or container.
+printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
+chmod 755 "$root/usr/sbin/policy-rc.d"
 
 mkdir -p "$root/src/notifyd"
 git archive --format=tar HEAD | tar -x -C "$root/src/notifyd"

@@ -43,23 +43,26 @@ enum conn_state {
 struct ntws_conn {
 	ev_io               io;
 	ev_timer            timer;
+	/* Small fields together and flags in bits: no holes, as there is
+	 * one of these per client. */
 	int                 fd;
 	uint8_t             state;
-	uint8_t             ping_out;       /* a ping waits for its pong */
-	uint8_t             frame_open;     /* wslay holds part of a frame */
-	uint8_t             msg_open;       /* a fragmented message is open */
-	uint8_t             close_sent;
-	uint8_t             was_open;       /* a WebSocket (for close counts) */
-	uint8_t             wr_shut;        /* shutdown(SHUT_WR) done */
-	uint8_t             eof;            /* the peer closed or failed */
-	uint8_t             flush_queued;   /* in g.flushq */
-	uint8_t             in_wslay;       /* inside wslay_event_recv */
-	uint8_t             held;           /* input held by the owner */
-	uint8_t             input_waiting;  /* bytes to parse once released */
 	uint8_t             peer_family;    /* of peer_addr: AF_INET(6) or 0 */
-	uint8_t             drain_armed;    /* drain_at is wanted */
 	uint16_t            close_code;
 	uint16_t            peer_port;      /* 0: not known (behind a proxy) */
+	unsigned            ping_out : 1;   /* a ping waits for its pong */
+	unsigned            frame_open : 1; /* wslay holds part of a frame */
+	unsigned            msg_open : 1;   /* a fragmented message is open */
+	unsigned            close_sent : 1;
+	unsigned            was_open : 1;   /* a WebSocket (for close counts) */
+	unsigned            wr_shut : 1;    /* shutdown(SHUT_WR) done */
+	unsigned            eof : 1;        /* the peer closed or failed */
+	unsigned            flush_queued : 1; /* in g.flushq */
+	unsigned            in_wslay : 1;   /* inside wslay_event_recv */
+	unsigned            held : 1;       /* input held by the owner */
+	unsigned            input_waiting : 1; /* bytes to parse once released */
+	unsigned            drain_armed : 1; /* drain_at is wanted */
+	uint32_t            drain_at;       /* on_drain at or below it */
 	uint64_t            serial;
 	ev_tstamp           last_rx;
 	ev_tstamp           ping_sent;
@@ -81,7 +84,6 @@ struct ntws_conn {
 	struct ntws_buf   **qv;
 	uint32_t            qhead, qn, qcap, qoff;
 	size_t              qbytes;
-	uint32_t            drain_at;       /* on_drain at or below it */
 
 	const struct ntws_conn_hooks *hooks;
 	void               *owner;

@@ -45,32 +45,55 @@
 
 enum { S_CATCHUP = 0, S_LIVE };
 
+/*
+ * One per connection, so kept small: what a page read needs lives in its
+ * struct read_call, the FIFO of reads waiting is an array in d, and
+ * broadcasts find sessions through the user table.
+ */
 struct ntws_sess {
 	struct ntws_conn *conn;          /* NULL once gone */
 	struct ntws_user *user;          /* NULL once gone */
-	struct ntws_sess *unext, *uprev; /* the user's sessions */
-	struct ntws_sess *next, *prev;   /* every session (broadcasts) */
-	struct ntws_sess *wait_next;     /* waiting for a read slot */
+	struct ntws_sess *unext;         /* the user's sessions */
 	int64_t           cursor;        /* last position queued */
-	uint32_t          read_feed;     /* feed generation of the read... */
-	uint32_t          read_live;     /* ...the user's live_gen... */
-	uint32_t          read_suspect;  /* ...and suspect_gen, when sent */
+	char            **channels;
+	char             *since;         /* resume after, until the first page */
+	uint16_t          nchannels;
 	uint8_t           state;
 	uint8_t           reading;       /* a page read in flight */
 	uint8_t           waiting;       /* in the FIFO */
 	uint8_t           started;       /* its first page is in */
 	uint8_t           ack_mode;
 	uint8_t           gone;          /* its connection is gone */
-	uint16_t          nchannels;
-	char            **channels;
-	char             *since;         /* resume after, until the first page */
+};
+
+/* A page read in flight: at most READS_MAX, so taken from d.reads. */
+struct read_call {
+	struct ntws_sess *s;
+	struct read_call *free_next;
+	uint32_t          feed;          /* feed generation when sent... */
+	uint32_t          live;          /* ...the user's live_gen... */
+	uint32_t          suspect;       /* ...and suspect_gen */
+};
+
+/* What a user has read and Redis has not been told yet (see marks). */
+struct ntws_marks {
+	int64_t           mark_pos;       /* highest position read */
+	int64_t           mark_sent;      /* highest one Redis has taken */
+	char            **acks;           /* ring of acknowledged ids */
+	struct ntws_user *dirty_next, *dirty_prev;
+	uint16_t          ack_head, nacks;
+	uint16_t          marks_inflight; /* mark commands unanswered */
+	uint8_t           dirty;          /* in the list of marks to write */
+	uint8_t           probing;        /* reading the epoch for a mark */
 };
 
 static struct {
 	struct ev_loop           *loop;
 	const struct ntws_config *cfg;
-	struct ntws_sess         *all;
-	struct ntws_sess         *wait_head, *wait_tail;
+	struct ntws_sess        **wq;           /* ring: waiting for a read */
+	size_t                    wq_head, wq_n, wq_cap;
+	struct read_call          reads[READS_MAX];
+	struct read_call         *reads_free;
 	struct ntws_user         *dirty;        /* users with marks to write */
 	uint32_t                  inflight;     /* page reads */
 	uint32_t                  marks_inflight;
@@ -113,6 +136,45 @@ start_catchup(struct ntws_sess *s)
 
 /* ---- the log's epoch ---- */
 
+#define EPOCH_TEXT_MAX 24   /* 20 digits at most, NUL */
+
+/*
+ * The epoch text[] as a number: "0" (no log), or digits without a
+ * leading zero that fit (the text a number prints back to). 0, or -1.
+ */
+static int
+epoch_parse(const char *text, uint64_t *e)
+{
+	size_t i, n = strlen(text);
+	uint64_t v = 0;
+
+	if (strcmp(text, "0") == 0) {
+		*e = NTWS_EPOCH_NONE;
+		return 0;
+	}
+	if (n == 0 || n > 19 || text[0] == '0')
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (text[i] < '0' || text[i] > '9')
+			return -1;
+		v = v * 10 + (uint64_t)(text[i] - '0');
+	}
+	*e = v;
+	return 0;
+}
+
+/* e as the text Redis knows: "" when unknown, "0" for no log. */
+static const char *
+epoch_text(uint64_t e, char buf[EPOCH_TEXT_MAX])
+{
+	if (e == NTWS_EPOCH_UNKNOWN)
+		return "";
+	if (e == NTWS_EPOCH_NONE)
+		return "0";
+	snprintf(buf, EPOCH_TEXT_MAX, "%llu", (unsigned long long)e);
+	return buf;
+}
+
 /*
  * A read says the log is of epoch e. From "unknown" or "no log" this is
  * just learning it (positions taken live since "no log" are of the log
@@ -122,22 +184,25 @@ start_catchup(struct ntws_sess *s)
  * reader is the session whose page said so, or NULL.
  */
 static void
-epoch_seen(struct ntws_user *u, const char *e, struct ntws_sess *reader)
+epoch_seen(struct ntws_user *u, const char *text, struct ntws_sess *reader)
 {
 	struct ntws_sess *t, *next;
+	char was[EPOCH_TEXT_MAX];
+	uint64_t e;
 
-	if (strcmp(u->epoch, e) == 0 || strlen(e) >= sizeof(u->epoch))
+	if (epoch_parse(text, &e) != 0 || e == u->epoch)
 		return;
-	if (u->epoch[0] == '\0' || strcmp(u->epoch, "0") == 0) {
-		strcpy(u->epoch, e);
+	if (u->epoch == NTWS_EPOCH_UNKNOWN || u->epoch == NTWS_EPOCH_NONE) {
+		u->epoch = e;
 		return;
 	}
 	nt_log_info("user %s: log replaced (epoch %s, now %s): reading it "
-	    "again from its start", u->name, u->epoch, e);
-	strcpy(u->epoch, e);
+	    "again from its start", u->name, epoch_text(u->epoch, was), text);
+	u->epoch = e;
 	u->epoch_gen++;
 	u->top_seq = u->top_ms = 0;
-	u->mark_pos = u->mark_sent = 0;
+	if (u->marks != NULL)
+		u->marks->mark_pos = u->marks->mark_sent = 0;
 	for (t = u->sessions; t != NULL; t = next) {
 		next = t->unext;
 		t->cursor = 0;
@@ -173,29 +238,49 @@ top_seen(struct ntws_user *u, int64_t seq, uint64_t ms)
 
 /* ---- page reads ---- */
 
-static void
+/*
+ * Put s at the end of the FIFO of reads waiting for a slot: a ring that
+ * doubles when full and is freed when empty, so that idle sessions cost
+ * nothing here. 0, or -1 when out of memory.
+ */
+static int
 wait_push(struct ntws_sess *s)
 {
+	struct ntws_sess **nv;
+	size_t ncap, i;
+
+	if (d.wq_n == d.wq_cap) {
+		ncap = d.wq_cap > 0 ? d.wq_cap * 2 : 64;
+		if ((nv = malloc(ncap * sizeof(*nv))) == NULL)
+			return -1;
+		for (i = 0; i < d.wq_n; i++)
+			nv[i] = d.wq[(d.wq_head + i) % d.wq_cap];
+		free(d.wq);
+		d.wq = nv;
+		d.wq_cap = ncap;
+		d.wq_head = 0;
+	}
+	d.wq[(d.wq_head + d.wq_n) % d.wq_cap] = s;
+	d.wq_n++;
 	s->waiting = 1;
-	s->wait_next = NULL;
-	if (d.wait_tail != NULL)
-		d.wait_tail->wait_next = s;
-	else
-		d.wait_head = s;
-	d.wait_tail = s;
 	ntws_m.page_reads_waiting++;
+	return 0;
 }
 
 static struct ntws_sess *
 wait_pop(void)
 {
-	struct ntws_sess *s = d.wait_head;
+	struct ntws_sess *s;
 
-	if (s == NULL)
+	if (d.wq_n == 0)
 		return NULL;
-	d.wait_head = s->wait_next;
-	if (d.wait_head == NULL)
-		d.wait_tail = NULL;
+	s = d.wq[d.wq_head];
+	d.wq_head = (d.wq_head + 1) % d.wq_cap;
+	if (--d.wq_n == 0) {
+		free(d.wq);
+		d.wq = NULL;
+		d.wq_head = d.wq_cap = 0;
+	}
 	s->waiting = 0;
 	ntws_m.page_reads_waiting--;
 	return s;
@@ -224,9 +309,11 @@ static void
 send_read(struct ntws_sess *s)
 {
 	struct ntws_user *u = s->user;
-	const char *mode = "after", *arg, *epoch = u->epoch;
-	char pos[24];
+	struct read_call *q = d.reads_free;   /* never NULL: slot_free() */
+	const char *mode = "after", *arg, *epoch;
+	char pos[24], ebuf[EPOCH_TEXT_MAX];
 
+	epoch = epoch_text(u->epoch, ebuf);
 	if (!s->started) {
 		mode = s->since != NULL ? "since" : "unread";
 		arg = s->since;
@@ -236,12 +323,14 @@ send_read(struct ntws_sess *s)
 		arg = pos;
 	}
 	if (ntws_rds_read_page(u->name, mode, arg, PAGE_COUNT,
-	    (long long)d.page_budget, epoch, page_cb, s) != 0)
+	    (long long)d.page_budget, epoch, page_cb, q) != 0)
 		return;   /* Redis away: on_ready asks again */
+	d.reads_free = q->free_next;
+	q->s = s;
+	q->feed = (uint32_t)ntws_rds_feed_gen();
+	q->live = u->live_gen;
+	q->suspect = u->suspect_gen;
 	s->reading = 1;
-	s->read_feed = (uint32_t)ntws_rds_feed_gen();
-	s->read_live = u->live_gen;
-	s->read_suspect = u->suspect_gen;
 	d.inflight++;
 	ntws_m.page_reads_inflight++;
 	ntws_m.page_bytes += d.page_budget;
@@ -265,10 +354,10 @@ read_next(struct ntws_sess *s)
 		ntws_conn_watch_drain(s->conn, d.low_water);
 		return;
 	}
-	if (d.wait_head != NULL || !slot_free())
-		wait_push(s);
-	else
+	if (d.wq_n == 0 && slot_free())
 		send_read(s);
+	else if (wait_push(s) != 0)
+		ntws_conn_close(s->conn, 1011, "out of memory");
 }
 
 /*
@@ -370,24 +459,29 @@ send_resume(struct ntws_sess *s, int recovered)
  * looked like a replaced log needs a read that sees the new log.
  */
 static int
-caught_up(const struct ntws_sess *s, const struct nt_userlog_page *page)
+caught_up(const struct ntws_sess *s, const struct read_call *q,
+    const struct nt_userlog_page *page)
 {
 	const struct ntws_user *u = s->user;
 
 	return s->cursor >= page->last &&
-	    s->read_feed == (uint32_t)ntws_rds_feed_gen() && ntws_rds_ready() &&
-	    (s->read_live == u->live_gen || s->cursor >= u->live_last) &&
-	    s->read_suspect == u->suspect_gen;
+	    q->feed == (uint32_t)ntws_rds_feed_gen() && ntws_rds_ready() &&
+	    (q->live == u->live_gen || s->cursor >= u->live_last) &&
+	    q->suspect == u->suspect_gen;
 }
 
 static void
 page_cb(const redisReply *r, void *arg)
 {
-	struct ntws_sess *s = arg;
+	struct read_call *q = arg, sent = *q;
+	struct ntws_sess *s = q->s;
 	struct nt_userlog_page page;
 	struct ntws_user *u;
 	char err[160];
 
+	q->s = NULL;
+	q->free_next = d.reads_free;
+	d.reads_free = q;
 	s->reading = 0;
 	d.inflight--;
 	ntws_m.page_reads_inflight--;
@@ -422,7 +516,7 @@ page_cb(const redisReply *r, void *arg)
 		s->cursor = page.end;
 	if (!sess_open(s))
 		return;
-	if (caught_up(s, &page))
+	if (caught_up(s, &sent, &page))
 		s->state = S_LIVE;
 	else
 		read_next(s);
@@ -461,21 +555,36 @@ subscribed(const struct ntws_sess *s, const char *channel)
 	return 0;
 }
 
+struct bcast {
+	struct live *l;
+	const char  *channel;
+};
+
+/* Every session is in its user's list: the table walk finds them all. */
 static void
-live_broadcast(struct live *l, const char *channel)
+user_broadcast(struct ntws_user *u, void *arg)
 {
+	struct bcast *bc = arg;
 	struct ntws_sess *t;
 	struct ntws_buf *b;
 
-	for (t = d.all; t != NULL; t = t->next) {
+	for (t = u->sessions; t != NULL; t = t->unext) {
 		/* A resuming client gets its resume frame first. */
-		if (!sess_open(t) || t->since != NULL ||
-		    (channel != NULL && !subscribed(t, channel)))
+		if (!sess_open(t) || t->since != NULL || (bc->channel != NULL &&
+		    !subscribed(t, bc->channel)))
 			continue;
-		if ((b = live_buf(l, 0)) == NULL)
+		if ((b = live_buf(bc->l, 0)) == NULL)
 			return;
 		ntws_conn_send(t->conn, ntws_buf_ref(b), 0);
 	}
+}
+
+static void
+live_broadcast(struct live *l, const char *channel)
+{
+	struct bcast bc = { l, channel };
+
+	ntws_users_each(user_broadcast, &bc);
 }
 
 /* A targeted message from a sender that predates the log: live only. */
@@ -573,27 +682,39 @@ on_message(const char *json, size_t len)
 	json_decref(msg);
 }
 
-/* The subscription is gone: no session can trust what comes live. */
 static void
-on_feed_lost(void)
+user_feed_lost(struct ntws_user *u, void *arg)
 {
 	struct ntws_sess *t;
 
-	for (t = d.all; t != NULL; t = t->next)
+	for (t = u->sessions; t != NULL; t = t->unext)
 		if (t->state == S_LIVE) {
 			t->state = S_CATCHUP;
 			ntws_m.catchups++;
 		}
 }
 
+/* The subscription is gone: no session can trust what comes live. */
+static void
+on_feed_lost(void)
+{
+	ntws_users_each(user_feed_lost, NULL);
+}
+
+static void
+user_ready(struct ntws_user *u, void *arg)
+{
+	struct ntws_sess *t;
+
+	for (t = u->sessions; t != NULL; t = t->unext)
+		read_next(t);
+}
+
 /* Subscribed with a working command connection: catch up. */
 static void
 on_ready(void)
 {
-	struct ntws_sess *t;
-
-	for (t = d.all; t != NULL; t = t->next)
-		read_next(t);
+	ntws_users_each(user_ready, NULL);
 }
 
 const struct ntws_rds_hooks ntws_deliver_redis_hooks = {
@@ -611,16 +732,27 @@ const struct ntws_rds_hooks ntws_deliver_redis_hooks = {
  * one round of mark commands in flight.
  */
 
+/* u's marks, made on first use; NULL when out of memory. */
+static struct ntws_marks *
+marks_of(struct ntws_user *u)
+{
+	if (u->marks == NULL)
+		u->marks = calloc(1, sizeof(*u->marks));
+	return u->marks;
+}
+
 static void
 mark_dirty(struct ntws_user *u)
 {
-	if (u->dirty)
+	struct ntws_marks *k = u->marks;
+
+	if (k->dirty)
 		return;
-	u->dirty = 1;
-	u->dirty_prev = NULL;
-	u->dirty_next = d.dirty;
+	k->dirty = 1;
+	k->dirty_prev = NULL;
+	k->dirty_next = d.dirty;
 	if (d.dirty != NULL)
-		d.dirty->dirty_prev = u;
+		d.dirty->marks->dirty_prev = u;
 	d.dirty = u;
 	ntws_m.marks_pending++;
 }
@@ -628,39 +760,49 @@ mark_dirty(struct ntws_user *u)
 static void
 mark_clean(struct ntws_user *u)
 {
-	if (!u->dirty)
+	struct ntws_marks *k = u->marks;
+
+	if (k == NULL || !k->dirty)
 		return;
-	if (u->dirty_prev != NULL)
-		u->dirty_prev->dirty_next = u->dirty_next;
+	if (k->dirty_prev != NULL)
+		k->dirty_prev->marks->dirty_next = k->dirty_next;
 	else
-		d.dirty = u->dirty_next;
-	if (u->dirty_next != NULL)
-		u->dirty_next->dirty_prev = u->dirty_prev;
-	u->dirty = 0;
-	u->dirty_next = u->dirty_prev = NULL;
+		d.dirty = k->dirty_next;
+	if (k->dirty_next != NULL)
+		k->dirty_next->marks->dirty_prev = k->dirty_prev;
+	k->dirty = 0;
+	k->dirty_next = k->dirty_prev = NULL;
 	ntws_m.marks_pending--;
 }
 
 static void
 acks_clear(struct ntws_user *u)
 {
-	while (u->nacks > 0) {
-		free(u->acks[u->ack_head]);
-		u->ack_head = (u->ack_head + 1) % ACKS_MAX;
-		u->nacks--;
+	struct ntws_marks *k = u->marks;
+
+	if (k == NULL)
+		return;
+	while (k->nacks > 0) {
+		free(k->acks[k->ack_head]);
+		k->ack_head = (k->ack_head + 1) % ACKS_MAX;
+		k->nacks--;
 	}
-	free(u->acks);
-	u->acks = NULL;
-	u->ack_head = 0;
+	free(k->acks);
+	k->acks = NULL;
+	k->ack_head = 0;
 }
 
 static void
 mark_read(struct ntws_user *u, int64_t pos)
 {
-	if (pos <= u->mark_pos)
+	struct ntws_marks *k;
+
+	if (u->marks == NULL && pos <= 0)
 		return;
-	u->mark_pos = pos;
-	if (pos > u->mark_sent)
+	if ((k = marks_of(u)) == NULL || pos <= k->mark_pos)
+		return;   /* out of memory: only a mark lost (see above) */
+	k->mark_pos = pos;
+	if (pos > k->mark_sent)
 		mark_dirty(u);
 }
 
@@ -668,33 +810,48 @@ mark_read(struct ntws_user *u, int64_t pos)
 static void
 mark_ack(struct ntws_user *u, char *id)
 {
-	if (u->acks == NULL && (u->acks = calloc(ACKS_MAX,
-	    sizeof(*u->acks))) == NULL) {
+	struct ntws_marks *k = marks_of(u);
+
+	if (k == NULL || (k->acks == NULL && (k->acks = calloc(ACKS_MAX,
+	    sizeof(*k->acks))) == NULL)) {
 		free(id);
 		return;
 	}
-	if (u->nacks == ACKS_MAX) {
+	if (k->nacks == ACKS_MAX) {
 		/* The oldest goes: it only means a new device sees it again. */
-		free(u->acks[u->ack_head]);
-		u->ack_head = (u->ack_head + 1) % ACKS_MAX;
-		u->nacks--;
+		free(k->acks[k->ack_head]);
+		k->ack_head = (k->ack_head + 1) % ACKS_MAX;
+		k->nacks--;
 		ntws_m.acks_dropped++;
 	}
-	u->acks[(u->ack_head + u->nacks) % ACKS_MAX] = id;
-	u->nacks++;
+	k->acks[(k->ack_head + k->nacks) % ACKS_MAX] = id;
+	k->nacks++;
 	mark_dirty(u);
+}
+
+/* Free u's marks, whatever they hold (u goes, or the process). */
+static void
+marks_free(struct ntws_user *u)
+{
+	mark_clean(u);
+	acks_clear(u);
+	free(u->marks);
+	u->marks = NULL;
 }
 
 /* A user without sessions goes once nothing of it waits for Redis. */
 static void
 user_release(struct ntws_user *u)
 {
-	if (u->nsess > 0 || u->marks_inflight > 0 || u->probing)
+	struct ntws_marks *k = u->marks;
+
+	if (u->nsess > 0)
 		return;
-	if (u->dirty && ntws_rds_cmd_up())
+	if (k != NULL && (k->marks_inflight > 0 || k->probing))
+		return;
+	if (k != NULL && k->dirty && ntws_rds_cmd_up())
 		return;   /* written at the next tick, then released */
-	mark_clean(u);
-	acks_clear(u);
+	marks_free(u);
 	ntws_users_remove(u);
 }
 
@@ -710,19 +867,21 @@ mark_cb(const redisReply *r, void *arg)
 {
 	struct mark_call *q = arg;
 	struct ntws_user *u = q->u;
+	struct ntws_marks *k = u->marks;   /* kept while marks are in flight */
 
-	u->marks_inflight--;
+	k->marks_inflight--;
 	d.marks_inflight--;
 	if (r != NULL && r->type != REDIS_REPLY_ERROR) {
 		ntws_m.marks_written++;
-		if (q->pos > u->mark_sent && q->epoch_gen == u->epoch_gen)
-			u->mark_sent = q->pos;
+		if (q->pos > k->mark_sent && q->epoch_gen == u->epoch_gen)
+			k->mark_sent = q->pos;
 		free(q->id);
 	} else if (r == NULL) {
 		/* Lost with the connection: it waits for the next one. */
 		if (q->id != NULL)
 			mark_ack(u, q->id);
-		else if (q->epoch_gen == u->epoch_gen && u->mark_pos > u->mark_sent)
+		else if (q->epoch_gen == u->epoch_gen &&
+		    k->mark_pos > k->mark_sent)
 			mark_dirty(u);
 	} else {
 		/* E.g. OOM under maxmemory: not retried (notifyd(7)); said once
@@ -742,7 +901,7 @@ static void
 mark_send(struct ntws_user *u, int64_t pos, char *id)
 {
 	struct mark_call *q = malloc(sizeof(*q));
-	char arg[NTWS_ACK_ID_MAX + 3];
+	char arg[NTWS_ACK_ID_MAX + 3], ebuf[EPOCH_TEXT_MAX];
 
 	if (q == NULL) {
 		free(id);
@@ -756,55 +915,59 @@ mark_send(struct ntws_user *u, int64_t pos, char *id)
 		snprintf(arg, sizeof(arg), "i:%s", id);
 	else
 		snprintf(arg, sizeof(arg), "%lld", (long long)pos);
-	if (ntws_rds_mark(u->name, u->epoch, arg, mark_cb, q) != 0) {
+	if (ntws_rds_mark(u->name, epoch_text(u->epoch, ebuf), arg, mark_cb,
+	    q) != 0) {
 		free(id);
 		free(q);
 		return;
 	}
-	u->marks_inflight++;
+	u->marks->marks_inflight++;
 	d.marks_inflight++;
 }
 
 static void probe_cb(const redisReply *r, void *arg);
 
-/* Write what u has read, or learn its log's epoch first. */
+/* Write what u has read (u has marks), or learn its log's epoch first. */
 static void
 mark_flush(struct ntws_user *u)
 {
-	if (u->epoch[0] == '\0' || strcmp(u->epoch, "0") == 0) {
+	struct ntws_marks *k = u->marks;
+
+	if (u->epoch == NTWS_EPOCH_UNKNOWN || u->epoch == NTWS_EPOCH_NONE) {
 		/* Read live since "no log": which log is it? (count 0) */
 		if (ntws_rds_read_page(u->name, "all", "", 0, 0, "", probe_cb,
 		    u) == 0)
-			u->probing = 1;
+			k->probing = 1;
 		return;
 	}
 	mark_clean(u);
-	if (u->mark_pos > u->mark_sent)
-		mark_send(u, u->mark_pos, NULL);
-	while (u->nacks > 0) {
-		char *id = u->acks[u->ack_head];
+	if (k->mark_pos > k->mark_sent)
+		mark_send(u, k->mark_pos, NULL);
+	while (k->nacks > 0) {
+		char *id = k->acks[k->ack_head];
 
-		u->ack_head = (u->ack_head + 1) % ACKS_MAX;
-		u->nacks--;
+		k->ack_head = (k->ack_head + 1) % ACKS_MAX;
+		k->nacks--;
 		mark_send(u, 0, id);
 	}
-	free(u->acks);
-	u->acks = NULL;
-	u->ack_head = 0;
+	free(k->acks);
+	k->acks = NULL;
+	k->ack_head = 0;
 }
 
 static void
 probe_cb(const redisReply *r, void *arg)
 {
 	struct ntws_user *u = arg;
+	struct ntws_marks *k = u->marks;   /* kept while probing */
 	struct nt_userlog_page page;
 
-	u->probing = 0;
+	k->probing = 0;
 	if (r != NULL && nt_userlog_page_parse(r, &page, NULL, 0) == 0) {
 		epoch_seen(u, page.epoch, NULL);
-		if (strcmp(u->epoch, "0") == 0) {
+		if (u->epoch == NTWS_EPOCH_NONE) {
 			/* Still no log: nothing to mark. */
-			u->mark_pos = u->mark_sent = 0;
+			k->mark_pos = k->mark_sent = 0;
 			acks_clear(u);
 			mark_clean(u);
 		}
@@ -818,8 +981,8 @@ marks_flush_all(void)
 	struct ntws_user *u, *next;
 
 	for (u = d.dirty; u != NULL; u = next) {
-		next = u->dirty_next;
-		if (u->marks_inflight == 0 && !u->probing) {
+		next = u->marks->dirty_next;
+		if (u->marks->marks_inflight == 0 && !u->marks->probing) {
 			mark_flush(u);
 			user_release(u);
 		}
@@ -944,7 +1107,7 @@ on_drain(struct ntws_conn *c)
 static void
 on_gone(struct ntws_conn *c)
 {
-	struct ntws_sess *s = ntws_conn_owner(c);
+	struct ntws_sess *s = ntws_conn_owner(c), **pp;
 	struct ntws_user *u = s->user;
 	char peer[80];
 
@@ -952,18 +1115,10 @@ on_gone(struct ntws_conn *c)
 	    (unsigned long long)ntws_conn_serial(c),
 	    ntws_conn_peer(c, peer, sizeof(peer)), u->name,
 	    ntws_conn_close_code(c), ev_now(d.loop) - ntws_conn_opened_at(c));
-	if (s->uprev != NULL)
-		s->uprev->unext = s->unext;
-	else
-		u->sessions = s->unext;
-	if (s->unext != NULL)
-		s->unext->uprev = s->uprev;
-	if (s->prev != NULL)
-		s->prev->next = s->next;
-	else
-		d.all = s->next;
-	if (s->next != NULL)
-		s->next->prev = s->prev;
+	/* Short: at most --max-conns-per-user. */
+	for (pp = &u->sessions; *pp != s; pp = &(*pp)->unext)
+		;
+	*pp = s->unext;
 	ntws_m.connections--;
 	s->gone = 1;
 	s->conn = NULL;
@@ -1020,13 +1175,7 @@ ntws_deliver_attach(struct ntws_conn *c, const char *name,
 	s->ack_mode = (uint8_t)!!ack;
 	s->state = S_CATCHUP;
 	s->unext = u->sessions;
-	if (u->sessions != NULL)
-		u->sessions->uprev = s;
 	u->sessions = s;
-	s->next = d.all;
-	if (d.all != NULL)
-		d.all->prev = s;
-	d.all = s;
 	ntws_m.connections++;
 	ntws_conn_adopt(c, &sess_hooks, s);
 	/* A resuming client's first frame is the resume frame: what it
@@ -1043,7 +1192,7 @@ ntws_deliver_tick(void)
 {
 	struct ntws_sess *s;
 
-	while (d.wait_head != NULL && slot_free()) {
+	while (d.wq_n > 0 && slot_free()) {
 		s = wait_pop();
 		if (s->gone) {
 			if (!s->reading)
@@ -1070,6 +1219,8 @@ ntws_deliver_idle(void)
 int
 ntws_deliver_init(struct ev_loop *loop, const struct ntws_config *cfg)
 {
+	size_t i;
+
 	memset(&d, 0, sizeof(d));
 	d.loop = loop;
 	d.cfg = cfg;
@@ -1077,13 +1228,17 @@ ntws_deliver_init(struct ev_loop *loop, const struct ntws_config *cfg)
 	if (d.page_budget > PAGE_BYTES_MAX)
 		d.page_budget = PAGE_BYTES_MAX;
 	d.low_water = d.page_budget / 2;
+	for (i = 0; i < READS_MAX; i++) {
+		d.reads[i].free_next = d.reads_free;
+		d.reads_free = &d.reads[i];
+	}
 	return ntws_users_init();
 }
 
 static void
 user_drop(struct ntws_user *u, void *arg)
 {
-	acks_clear(u);
+	marks_free(u);
 }
 
 void

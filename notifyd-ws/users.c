@@ -1,10 +1,15 @@
 /*
  * The user table: an open hash of chains, grown by doubling; see users.h.
+ * Chains average up to LOAD records: the buckets are a pointer per
+ * LOAD users, and a short name compares fast.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "users.h"
+
+#define LOAD 2
 
 static struct {
 	struct ntws_user **buckets;
@@ -92,10 +97,10 @@ ntws_users_get(const char *name, int *made)
 	if (u != NULL || t.nbuckets == 0)
 		return u;
 	n = strlen(name);
-	if ((u = calloc(1, sizeof(*u) + n + 1)) == NULL)
+	if ((u = calloc(1, offsetof(struct ntws_user, name) + n + 1)) == NULL)
 		return NULL;
 	memcpy(u->name, name, n + 1);
-	if (t.n + 1 > t.nbuckets)
+	if (t.n + 1 > t.nbuckets * LOAD)
 		grow();
 	h = hash(name) & (t.nbuckets - 1);
 	u->hnext = t.buckets[h];

@@ -11,37 +11,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NTWS_EPOCH_MAX 24     /* bytes of a log epoch (16 digits), NUL */
+/* A log epoch (notifyd(7): 16 decimal digits) as a number, and its
+ * two states that are not epochs. */
+#define NTWS_EPOCH_UNKNOWN 0            /* no read told it yet */
+#define NTWS_EPOCH_NONE    UINT64_MAX   /* "0": it had no log then */
 
 struct ntws_sess;             /* deliver.c */
+struct ntws_marks;            /* deliver.c */
 
+/*
+ * One per user served, so kept small: what only matters while marks
+ * wait for Redis is in marks, allocated on the first one.
+ */
 struct ntws_user {
 	struct ntws_user *hnext;          /* hash chain (users.c) */
 	struct ntws_sess *sessions;       /* its connections here */
-	uint32_t          nsess;
 
 	/*
-	 * The log. epoch "" until a read tells, "0" when it had no log then.
-	 * Every position below is of that epoch; epoch_gen counts changes,
-	 * so that a position taken under an older epoch is known as such.
+	 * The log. Every position below is of epoch; epoch_gen counts
+	 * changes, so that a position taken under an older epoch is known
+	 * as such.
 	 */
-	char              epoch[NTWS_EPOCH_MAX];
-	uint32_t          epoch_gen;
-	uint32_t          live_gen;       /* live messages seen */
-	int64_t           live_last;      /* position of the last one */
-	uint32_t          suspect_gen;    /* times the log looked replaced */
+	uint64_t          epoch;
+	int64_t           live_last;      /* position of the last live one */
 	int64_t           top_seq;        /* highest position known... */
 	uint64_t          top_ms;         /* ...when its id was made; 0: ? */
-
-	/* Read marks not yet written (bounded: see deliver.c). */
-	int64_t           mark_pos;       /* highest position read */
-	int64_t           mark_sent;      /* highest one Redis has taken */
-	char            **acks;           /* ring of acknowledged ids */
-	uint16_t          ack_head, nacks;
-	uint16_t          marks_inflight; /* mark commands unanswered */
-	uint8_t           dirty;          /* in the list of marks to write */
-	uint8_t           probing;        /* reading the epoch for a mark */
-	struct ntws_user *dirty_next, *dirty_prev;
+	struct ntws_marks *marks;         /* read marks to write, or NULL */
+	uint32_t          nsess;
+	uint32_t          epoch_gen;
+	uint32_t          live_gen;       /* live messages seen */
+	uint32_t          suspect_gen;    /* times the log looked replaced */
 	char              name[];
 };
 

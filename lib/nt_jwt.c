@@ -31,6 +31,7 @@
 
 #include "nt_config.h"
 #include "nt_jwt.h"
+#include "nt_opt.h"
 #include "nt_msg.h"
 
 #define NT_JWT_KEY_MAX    (64 * 1024)  /* bytes of a key file */
@@ -595,4 +596,21 @@ nt_jwt_issue_hs(const struct nt_jwt_verifier *v, const char *user,
 	/* libjwt's string is malloc'd; the caller free()s it. */
 	*token = out;
 	return 0;
+}
+
+int
+nt_jwt_opt_alg(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen)
+{
+	size_t i;
+
+	/* The same table the verifier pins its algorithm from. */
+	for (i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
+		if (strcasecmp(value, algs[i].name) == 0) {
+			*(const char **)o->dst = algs[i].name;
+			return 0;
+		}
+	snprintf(err, errlen, "want HS256/384/512, RS256/384/512 or "
+	    "ES256/384/512");
+	return -1;
 }

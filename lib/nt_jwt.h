@@ -66,4 +66,14 @@ int nt_jwt_verify_claims(const struct nt_jwt_verifier *v, const char *token,
 int nt_jwt_issue_hs(const struct nt_jwt_verifier *v, const char *user,
     time_t now, long ttl_s, char **token, char *err, size_t errlen);
 
+struct nt_opt;
+
+/*
+ * nt_opt parser of --jwt-alg: one of HS256/384/512, RS256/384/512,
+ * ES256/384/512 in any case; dst (a const char **) gets the canonical
+ * upper-case name, a static string.
+ */
+int nt_jwt_opt_alg(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen);
+
 #endif

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "nt_log.h"
+#include "nt_opt.h"
 
 static const char *log_prog = "notifyd";
 static enum nt_log_level log_level = NT_LOG_INFO;
@@ -68,4 +69,14 @@ nt_log(enum nt_log_level level, const char *fmt, ...)
 	if (write(STDERR_FILENO, line, (size_t)n) < 0) {
 		/* Nowhere left to report it. */
 	}
+}
+
+int
+nt_log_opt_level(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen)
+{
+	if (nt_log_level_parse(value, o->dst) == 0)
+		return 0;
+	snprintf(err, errlen, "want error, warn, info or debug");
+	return -1;
 }

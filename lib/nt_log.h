@@ -21,6 +21,12 @@ void nt_log_init(const char *prog, enum nt_log_level level);
 /* "error", "warn", "info", "debug" -> 0, or -1 when unknown. */
 int nt_log_level_parse(const char *name, enum nt_log_level *out);
 
+struct nt_opt;
+
+/* nt_opt parser of --log-level: dst is an enum nt_log_level *. */
+int nt_log_opt_level(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen);
+
 /* Whether a message at this level would be written (skip costly args). */
 int nt_log_enabled(enum nt_log_level level);
 

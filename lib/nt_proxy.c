@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nt_opt.h"
 #include "nt_proxy.h"
 
 #define SET_ERR(...) snprintf(err, errlen, __VA_ARGS__)
@@ -188,4 +189,11 @@ nt_proxy_addr_text(const struct sockaddr *sa, char *out, size_t outlen)
 	}
 	if (inet_ntop(family, a, out, (socklen_t)outlen) == NULL)
 		copy_text(out, outlen, "?", 1);
+}
+
+int
+nt_proxy_opt_list(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen)
+{
+	return nt_proxy_list_parse(value, o->dst, err, errlen);
 }

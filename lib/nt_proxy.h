@@ -30,6 +30,12 @@ struct nt_proxy_list {
 int nt_proxy_list_parse(const char *s, struct nt_proxy_list *list,
     char *err, size_t errlen);
 
+struct nt_opt;
+
+/* nt_opt parser of --trusted-proxy: dst is a struct nt_proxy_list *. */
+int nt_proxy_opt_list(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen);
+
 /* Whether the textual address addr is in the list (0 for bad text). */
 int nt_proxy_trusted(const struct nt_proxy_list *list, const char *addr);
 

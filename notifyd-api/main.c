@@ -63,23 +63,6 @@ parse_readable(const struct nt_opt *o, const char *v, char *err,
 	return 0;
 }
 
-/* HS, RS or ES with 256, 384 or 512: the algorithms nt_jwt verifies. */
-static int
-parse_jwt_alg(const struct nt_opt *o, const char *v, char *err,
-    size_t errlen)
-{
-	if (strlen(v) != 5 || (strncasecmp(v, "HS", 2) != 0 &&
-	    strncasecmp(v, "RS", 2) != 0 && strncasecmp(v, "ES", 2) != 0) ||
-	    (strcmp(v + 2, "256") != 0 && strcmp(v + 2, "384") != 0 &&
-	    strcmp(v + 2, "512") != 0)) {
-		snprintf(err, errlen, "want HS256/384/512, RS256/384/512 or "
-		    "ES256/384/512");
-		return -1;
-	}
-	*(const char **)o->dst = v;
-	return 0;
-}
-
 static int
 parse_scope(const struct nt_opt *o, const char *v, char *err, size_t errlen)
 {
@@ -99,24 +82,6 @@ parse_rate(const struct nt_opt *o, const char *v, char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
-}
-
-static int
-parse_log_level(const struct nt_opt *o, const char *v, char *err,
-    size_t errlen)
-{
-	if (nt_log_level_parse(v, o->dst) < 0) {
-		snprintf(err, errlen, "want error, warn, info or debug");
-		return -1;
-	}
-	return 0;
-}
-
-static int
-parse_proxies(const struct nt_opt *o, const char *v, char *err,
-    size_t errlen)
-{
-	return nt_proxy_list_parse(v, o->dst, err, errlen);
 }
 
 /* ---- the flags --------------------------------------------------------- */
@@ -153,7 +118,7 @@ static const struct nt_opt opts[] = {
 	    "accept JWTs signed with the private half of this PEM public key "
 	    "(RS*, ES*) (default: none)" },
 	{ "jwt-alg", 0, "ALG", "NOTIFYD_API_JWT_ALG", NULL,
-	    parse_jwt_alg, &cfg.jwt.alg, 0, 0,
+	    nt_jwt_opt_alg, &cfg.jwt.alg, 0, 0,
 	    "the one JWT algorithm accepted (default: HS256 with "
 	    "--jwt-secret-file, RS256 with --jwt-public-key)" },
 	{ "jwt-scope", 0, "SCOPE", "NOTIFYD_API_JWT_SCOPE",
@@ -199,14 +164,14 @@ static const struct nt_opt opts[] = {
 	    nt_opt_duration, &flags.redis_timeout_ms, 10, 60000,
 	    "bound on connecting to Redis and on each reply" },
 	{ "trusted-proxy", 0, "LIST", "NOTIFYD_TRUSTED_PROXY", NULL,
-	    parse_proxies, &cfg.trusted_proxies, 0, 0,
+	    nt_proxy_opt_list, &cfg.trusted_proxies, 0, 0,
 	    "comma-separated addresses or CIDRs of reverse proxies whose "
 	    "X-Forwarded-For names the client (default: none)" },
 	{ "ready-fd", 0, "FD", NULL, NULL,
 	    nt_opt_fd, &flags.ready_fd, 0, 0,
 	    "write a newline to FD and close it once listening" },
 	{ "log-level", 0, "LEVEL", "NOTIFYD_LOG_LEVEL", "info",
-	    parse_log_level, &flags.log_level, 0, 0,
+	    nt_log_opt_level, &flags.log_level, 0, 0,
 	    "error, warn, info (one line per request) or debug" },
 };
 

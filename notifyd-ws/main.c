@@ -54,35 +54,6 @@ opt_prefix(const struct nt_opt *o, const char *value, char *err,
 	return 0;
 }
 
-/* The algorithms nt_jwt verifies; the key file follows from the family. */
-static int
-opt_jwt_alg(const struct nt_opt *o, const char *value, char *err,
-    size_t errlen)
-{
-	static const char *const algs[] = { "HS256", "HS384", "HS512",
-	    "RS256", "RS384", "RS512", "ES256", "ES384", "ES512" };
-	size_t i;
-
-	for (i = 0; i < sizeof(algs) / sizeof(algs[0]); i++)
-		if (strcasecmp(value, algs[i]) == 0) {
-			*(const char **)o->dst = algs[i];
-			return 0;
-		}
-	snprintf(err, errlen, "unsupported (use HS256/384/512, RS256/384/512 "
-	    "or ES256/384/512)");
-	return -1;
-}
-
-static int
-opt_log_level(const struct nt_opt *o, const char *value, char *err,
-    size_t errlen)
-{
-	if (nt_log_level_parse(value, o->dst) == 0)
-		return 0;
-	snprintf(err, errlen, "want error, warn, info or debug");
-	return -1;
-}
-
 /* A user id (notifyd(7)): the token subject and the instance id. */
 static int
 opt_user_id(const struct nt_opt *o, const char *value, char *err,
@@ -92,13 +63,6 @@ opt_user_id(const struct nt_opt *o, const char *value, char *err,
 		return -1;
 	*(const char **)o->dst = value;
 	return 0;
-}
-
-static int
-opt_proxies(const struct nt_opt *o, const char *value, char *err,
-    size_t errlen)
-{
-	return nt_proxy_list_parse(value, o->dst, err, errlen);
 }
 
 #define DAY_MS (24LL * 3600 * 1000)
@@ -118,7 +82,7 @@ static const struct nt_opt opts[] = {
 	  nt_opt_seconds, &cfg.redis_timeout, 1, 0,
 	  "deadline to connect to Redis and of the checks of each connection" },
 	{ "jwt-alg", 0, "alg", "NOTIFYD_JWT_ALG", "HS256",
-	  opt_jwt_alg, &opt.jwt_alg, 0, 0,
+	  nt_jwt_opt_alg, &opt.jwt_alg, 0, 0,
 	  "the one accepted token algorithm: HS256/384/512, RS256/384/512 or "
 	  "ES256/384/512" },
 	{ "jwt-secret-file", 0, "file", "NOTIFYD_JWT_SECRET_FILE", NULL,
@@ -141,7 +105,7 @@ static const struct nt_opt opts[] = {
 	  "comma-separated origins allowed to open a WebSocket and to load "
 	  "the client with CORS (any when unset)" },
 	{ "trusted-proxy", 0, "list", "NOTIFYD_TRUSTED_PROXY", NULL,
-	  opt_proxies, &cfg.trusted_proxies, 0, 0,
+	  nt_proxy_opt_list, &cfg.trusted_proxies, 0, 0,
 	  "comma-separated addresses or CIDRs of reverse proxies whose "
 	  "X-Forwarded-For names the client (none when unset)" },
 	{ "reuseport", 0, NULL, "NOTIFYD_WS_REUSEPORT", NULL,
@@ -158,7 +122,7 @@ static const struct nt_opt opts[] = {
 	  nt_opt_fd, &cfg.ready_fd, 0, 0,
 	  "write a newline to fd and close it once listening and subscribed" },
 	{ "log-level", 0, "level", "NOTIFYD_LOG_LEVEL", "info",
-	  opt_log_level, &opt.log_level, 0, 0,
+	  nt_log_opt_level, &opt.log_level, 0, 0,
 	  "error, warn, info or debug" },
 	{ "max-message", 0, "bytes", "NOTIFYD_WS_MAX_MESSAGE", "64k",
 	  nt_opt_size, &cfg.max_message, 125, 0,

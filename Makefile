@@ -170,12 +170,14 @@ valgrind: all
 	NOTIFYD_BIN=$(CURDIR)/build/valgrind/bin $(PYTHON) -m pytest -q $(VALGRIND_TESTS) $(PYTEST_ARGS)
 
 # The delivery fault tests, test_randomized_faults for SOAK_SECONDS
-# instead of 20 s; its seed is printed (NOTIFYD_FAULT_SEED=S replays it).
+# instead of 20 s (its seed is printed; NOTIFYD_FAULT_SEED=S replays it),
+# and the connection churn through nginx and supervisord as long.
 SOAK_SECONDS ?= 600
 .PHONY: soak
 soak: all
 	NOTIFYD_BIN=$(CURDIR)/bin NOTIFYD_SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) -m pytest -q -s \
-		tests/e2e/test_delivery_faults.py $(PYTEST_ARGS)
+		tests/e2e/test_delivery_faults.py tests/e2e/test_deploy.py::test_soak_churn \
+		$(PYTEST_ARGS)
 
 .PHONY: clean-bin valgrind
 clean-bin:

@@ -83,7 +83,9 @@ struct ntws_marks {
 	struct ntws_user *dirty_next, *dirty_prev;
 	uint16_t          ack_head, nacks;
 	uint16_t          marks_inflight; /* mark commands unanswered */
-	uint8_t           dirty;          /* in the list of marks to write */
+	uint8_t           dirty;          /* has marks to write */
+	uint8_t           parked;         /* dirty, but off the list while
+	                                     its marks are in flight */
 	uint8_t           probing;        /* reading the epoch for a mark */
 };
 
@@ -95,6 +97,7 @@ static struct {
 	struct read_call          reads[READS_MAX];
 	struct read_call         *reads_free;
 	struct ntws_user         *dirty;        /* users with marks to write */
+	uint32_t                  parked;       /* dirty users off that list */
 	uint32_t                  inflight;     /* page reads */
 	uint32_t                  marks_inflight;
 	size_t                    page_budget, low_water;
@@ -742,6 +745,32 @@ marks_of(struct ntws_user *u)
 }
 
 static void
+dirty_link(struct ntws_user *u)
+{
+	struct ntws_marks *k = u->marks;
+
+	k->dirty_prev = NULL;
+	k->dirty_next = d.dirty;
+	if (d.dirty != NULL)
+		d.dirty->marks->dirty_prev = u;
+	d.dirty = u;
+}
+
+static void
+dirty_unlink(struct ntws_user *u)
+{
+	struct ntws_marks *k = u->marks;
+
+	if (k->dirty_prev != NULL)
+		k->dirty_prev->marks->dirty_next = k->dirty_next;
+	else
+		d.dirty = k->dirty_next;
+	if (k->dirty_next != NULL)
+		k->dirty_next->marks->dirty_prev = k->dirty_prev;
+	k->dirty_next = k->dirty_prev = NULL;
+}
+
+static void
 mark_dirty(struct ntws_user *u)
 {
 	struct ntws_marks *k = u->marks;
@@ -749,11 +778,7 @@ mark_dirty(struct ntws_user *u)
 	if (k->dirty)
 		return;
 	k->dirty = 1;
-	k->dirty_prev = NULL;
-	k->dirty_next = d.dirty;
-	if (d.dirty != NULL)
-		d.dirty->marks->dirty_prev = u;
-	d.dirty = u;
+	dirty_link(u);
 	ntws_m.marks_pending++;
 }
 
@@ -764,15 +789,42 @@ mark_clean(struct ntws_user *u)
 
 	if (k == NULL || !k->dirty)
 		return;
-	if (k->dirty_prev != NULL)
-		k->dirty_prev->marks->dirty_next = k->dirty_next;
-	else
-		d.dirty = k->dirty_next;
-	if (k->dirty_next != NULL)
-		k->dirty_next->marks->dirty_prev = k->dirty_prev;
+	if (k->parked) {
+		k->parked = 0;
+		d.parked--;
+	} else
+		dirty_unlink(u);
 	k->dirty = 0;
-	k->dirty_next = k->dirty_prev = NULL;
 	ntws_m.marks_pending--;
+}
+
+/*
+ * A dirty user whose marks are in flight leaves the list until they are
+ * answered (mark_cb, probe_cb put it back): each loop pass walks only
+ * the users it can write for, not every user waiting on Redis.
+ */
+static void
+mark_park(struct ntws_user *u)
+{
+	struct ntws_marks *k = u->marks;
+
+	if (!k->dirty || k->parked)
+		return;
+	dirty_unlink(u);
+	k->parked = 1;
+	d.parked++;
+}
+
+static void
+mark_unpark(struct ntws_user *u)
+{
+	struct ntws_marks *k = u->marks;
+
+	if (!k->parked || k->marks_inflight > 0 || k->probing)
+		return;
+	k->parked = 0;
+	d.parked--;
+	dirty_link(u);
 }
 
 static void
@@ -894,6 +946,7 @@ mark_cb(const redisReply *r, void *arg)
 		free(q->id);
 	}
 	free(q);
+	mark_unpark(u);
 	user_release(u);
 }
 
@@ -972,6 +1025,7 @@ probe_cb(const redisReply *r, void *arg)
 			mark_clean(u);
 		}
 	}
+	mark_unpark(u);
 	user_release(u);
 }
 
@@ -984,8 +1038,11 @@ marks_flush_all(void)
 		next = u->marks->dirty_next;
 		if (u->marks->marks_inflight == 0 && !u->marks->probing) {
 			mark_flush(u);
+			if (u->marks->probing)
+				mark_park(u);   /* still dirty: asking the epoch */
 			user_release(u);
-		}
+		} else
+			mark_park(u);
 	}
 }
 
@@ -1213,7 +1270,8 @@ ntws_deliver_tick(void)
 int
 ntws_deliver_idle(void)
 {
-	return !ntws_rds_cmd_up() || (d.dirty == NULL && d.marks_inflight == 0);
+	return !ntws_rds_cmd_up() || (d.dirty == NULL && d.parked == 0 &&
+	    d.marks_inflight == 0);
 }
 
 int

@@ -28,6 +28,7 @@ PKG_CONFIG ?= pkg-config
 PYTHON ?= /usr/bin/python3
 
 # Debian 12's wslay and libev ship no .pc file: plain -l flags there.
+# libcrypto (libssl-dev) parses keys and hashes: SHA-1, base64, PEM.
 PKGS      := hiredis jansson libjwt libmicrohttpd
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
@@ -36,7 +37,7 @@ NT_CFLAGS := -std=c11 -D_GNU_SOURCE -DNT_VERSION='"$(VERSION)"' \
 	-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	-Wno-unused-parameter -Ilib $(PKG_CFLAGS) -MMD -MP
 NT_LDFLAGS :=
-NT_LIBS   := -Wl,--as-needed $(PKG_LIBS) -lwslay -lev -lpthread -lm
+NT_LIBS   := -Wl,--as-needed $(PKG_LIBS) -lwslay -lev -lcrypto -lpthread -lm
 
 ifneq ($(SANITIZER),)
 SAN_FLAGS := -fsanitize=$(SANITIZER) -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -127,7 +128,7 @@ $(BUILD)/fuzz/fuzz_handshake: $(BUILD)/notifyd-ws/http.o $(BUILD)/notifyd-ws/sha
 $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIBNT)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Inotifyd-ws $(ALL_LDFLAGS) -o $@ \
-		$(filter-out %.a,$^) $(LIBNT) $(NT_LIBS) -lcrypto
+		$(filter-out %.a,$^) $(LIBNT) $(NT_LIBS)
 
 fuzz-replay: $(FUZZ_BINS)
 	@fail=0; pass=0; for t in $(FUZZ_BINS); do \

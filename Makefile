@@ -69,7 +69,7 @@ UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 MANPAGES := $(wildcard man/*.[1-8])
 
-.PHONY: all deps run test check unit e2e bench install uninstall clean lint-man \
+.PHONY: FORCE all deps run test check unit e2e bench install uninstall clean lint-man \
 	fuzz fuzz-replay
 
 all: $(BINS)
@@ -98,9 +98,12 @@ $(1)_OBJS := $$(patsubst %.c,$$(BUILD)/%.o,$$(wildcard $(1)/*.c))
 $(BUILD)/bin/$(1): $$($(1)_OBJS) $$(if $$(filter notifyd-ws,$(1)),$$(BUILD)/build/web_assets.o) $$(LIBNT)
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(ALL_LDFLAGS) -o $$@ $$^ $$(NT_LIBS)
-bin/$(1): $(BUILD)/bin/$(1)
+# Copied whenever bin/ holds another build (make check leaves sanitized
+# programs there, newer than the plain ones); --remove-destination so a
+# running daemon's file is replaced, not written into.
+bin/$(1): $(BUILD)/bin/$(1) FORCE
 	@mkdir -p bin
-	cp $$< $$@
+	@cmp -s $$< $$@ || cp --remove-destination $$< $$@
 endef
 $(foreach p,$(BUILT_PROGS),$(eval $(call PROG_template,$(p))))
 

@@ -28,7 +28,7 @@ if ! command -v "$CC" >/dev/null 2>&1 ||
 	    --no-install-recommends clang libclang-rt-dev >&2
 fi
 
-CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
+CFLAGS="-std=c11 -D_GNU_SOURCE -DNT_VERSION=\"fuzz\" -g -O1 -fsanitize=fuzzer,address,undefined
 -fno-sanitize-recover=undefined -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter
 -Ilib -Inotifyd-ws $(pkg-config --cflags hiredis jansson libjwt)"
 LIBS="$(pkg-config --libs hiredis jansson libjwt) -lwslay -lev -lcrypto -lm"

@@ -111,6 +111,19 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIBNT)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIBNT) $(NT_LIBS) -lcmocka
 
+# test_api_keys also links notifyd-api's pure key and rate parsers.
+$(BUILD)/tests/test_api_keys: tests/unit/test_api_keys.c $(BUILD)/notifyd-api/keys.o $(LIBNT)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Inotifyd-api $(ALL_LDFLAGS) -o $@ $(filter-out %.a,$^) $(LIBNT) $(NT_LIBS) -lcmocka
+
+# Unit tests of notifyd-ws's pure modules also link the objects they test.
+$(BUILD)/tests/test_ws_http: $(BUILD)/notifyd-ws/http.o
+$(BUILD)/tests/test_ws_buf: $(BUILD)/notifyd-ws/buf.o
+$(BUILD)/tests/test_ws_%: tests/unit/test_ws_%.c $(LIBNT)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Inotifyd-ws $(ALL_LDFLAGS) -o $@ \
+		$(filter-out %.a,$^) $(LIBNT) $(NT_LIBS) -lcmocka
+
 # deps: everything test, check and bench use; deps-run: only what
 # building and `make run` need (no chromium, valgrind, wrk or Node.js).
 deps:
@@ -127,7 +140,7 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 # fuzz_handshake links the request parser and the handshake checks beside it.
-$(BUILD)/fuzz/fuzz_handshake: $(BUILD)/notifyd-ws/http.o $(BUILD)/notifyd-ws/sha1.o
+$(BUILD)/fuzz/fuzz_handshake: $(BUILD)/notifyd-ws/http.o
 $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIBNT)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Inotifyd-ws $(ALL_LDFLAGS) -o $@ \

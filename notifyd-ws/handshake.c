@@ -17,7 +17,6 @@
 #include "nt_msg.h"
 #include "nt_uuid.h"
 #include "rds.h"
-#include "sha1.h"
 #include "web_assets.h"
 
 static struct {

@@ -6,6 +6,8 @@
 #include <ctype.h>
 #include <string.h>
 #include <strings.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include "http.h"
 #include "nt_config.h"
@@ -247,6 +249,32 @@ ntws_http_key_valid(struct ntws_str k)
 		    k.p[i] == '/'))
 			return 0;
 	return 1;
+}
+
+int
+ntws_ws_accept(const char *key, size_t keylen,
+    char out[NTWS_WS_ACCEPT_LEN + 1])
+{
+	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+	unsigned char in[NTWS_WS_KEY_MAX + sizeof(guid)];
+	unsigned char digest[SHA_DIGEST_LENGTH];
+
+	out[0] = '\0';
+	if (keylen > NTWS_WS_KEY_MAX)
+		return -1;
+	/* SHA-1 only because the protocol says so: it proves nothing secret. */
+	if (keylen > 0)
+		memcpy(in, key, keylen);
+	memcpy(in + keylen, guid, sizeof(guid) - 1);
+	if (SHA1(in, keylen + sizeof(guid) - 1, digest) == NULL)
+		return -1;
+	/* EVP_EncodeBlock writes padded base64 and a NUL: 4 * 21 / 3 = 28. */
+	if (EVP_EncodeBlock((unsigned char *)out, digest, sizeof(digest)) !=
+	    NTWS_WS_ACCEPT_LEN) {
+		out[0] = '\0';
+		return -1;
+	}
+	return 0;
 }
 
 int

@@ -65,9 +65,22 @@ int ntws_str_eq(struct ntws_str s, const char *c);
 
 /*
  * Whether k is a Sec-WebSocket-Key: base64 of 16 bytes (24 characters).
- * Its Sec-WebSocket-Accept is ntws_ws_accept() of sha1.h.
+ * Its Sec-WebSocket-Accept is ntws_ws_accept().
  */
 int ntws_http_key_valid(struct ntws_str k);
+
+#define NTWS_WS_ACCEPT_LEN 28   /* base64 of a SHA-1 digest */
+#define NTWS_WS_KEY_MAX    64   /* longest key ntws_ws_accept() takes */
+
+/*
+ * The Sec-WebSocket-Accept of a client key (RFC 6455 4.2.2: base64 of
+ * SHA-1(key + GUID), both from libcrypto) into out: 28 characters and a
+ * NUL. key[0..keylen) is borrowed; a valid key (ntws_http_key_valid) is
+ * 24 bytes. Returns 0, or -1 with out "" when keylen is over
+ * NTWS_WS_KEY_MAX or libcrypto fails.
+ */
+int ntws_ws_accept(const char *key, size_t keylen,
+    char out[NTWS_WS_ACCEPT_LEN + 1]);
 
 /*
  * The token of a Sec-WebSocket-Protocol value "bearer, TOKEN" (in either

@@ -34,7 +34,7 @@ CFLAGS="-std=c11 -D_GNU_SOURCE -DNT_VERSION=\"fuzz\" -g -O1 -fsanitize=fuzzer,ad
 LIBS="$(pkg-config --libs hiredis jansson libjwt) -lwslay -lev -lcrypto -lm"
 LIB_SRCS=$(ls lib/*.c)
 # fuzz_handshake drives the request parser and the handshake checks beside it.
-WS_SRCS="notifyd-ws/http.c notifyd-ws/sha1.c"
+WS_SRCS="notifyd-ws/http.c"
 
 mkdir -p "$OUT"
 targets=${*:-$(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//')}

@@ -15,6 +15,19 @@ static const double lat_bounds[NTWS_LAT_BUCKETS] = {
 	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
 };
 
+/*
+ * The close codes notifyd-ws can see and documents: those of RFC 6455
+ * (and the IANA registry) a peer may send or a closed socket implies,
+ * and the daemon's own 4001 (authentication failed) and 4002 (token
+ * expired). A fixed list: the codes clients choose are theirs to pick,
+ * and a table filled first come, first served would let them push the
+ * daemon's own codes out of /metrics.
+ */
+static const uint16_t close_codes[NTWS_CLOSE_CODES] = {
+	1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008,
+	1009, 1010, 1011, 1012, 1013, 1014, 4001, 4002,
+};
+
 struct ntws_metrics ntws_m;
 
 void
@@ -24,12 +37,12 @@ ntws_metrics_close(uint16_t code)
 	int i;
 
 	for (i = 0; i < NTWS_CLOSE_CODES; i++) {
-		if (m->closes[i].code == code || m->closes[i].code == 0) {
-			m->closes[i].code = code;
-			m->closes[i].n++;
+		if (close_codes[i] == code) {
+			m->closes[i]++;
 			return;
 		}
 	}
+	m->closes_other++;
 }
 
 void
@@ -239,6 +252,13 @@ render_redis(struct out *o, const struct ntws_metrics *m)
 	    "Times a Redis connection that was up was lost.", "connection",
 	    "subscriber", (double)m->redis_sub_reconnects, "commands",
 	    (double)m->redis_cmd_reconnects);
+	metric(o, "presence_errors_total", "counter",
+	    "Presence writes (this instance's set of online users) that Redis "
+	    "refused, e.g. out of memory.", (double)m->presence_errors);
+	metric(o, "presence_stale", "gauge",
+	    "1 while this instance's presence set in Redis may miss users: "
+	    "a write was refused and the whole set awaits a rewrite.",
+	    m->presence_stale ? 1 : 0);
 }
 
 static void
@@ -248,11 +268,14 @@ render_latency(struct out *o, const struct ntws_metrics *m)
 	int i;
 
 	out_printf(o, "# HELP notifyd_ws_closes_total Connections closed, by "
-	    "WebSocket close code (1006: no close frame).\n"
+	    "WebSocket close code (1006: no close frame; other: any code not "
+	    "listed in notifyd-ws(8)).\n"
 	    "# TYPE notifyd_ws_closes_total counter\n");
-	for (i = 0; i < NTWS_CLOSE_CODES && m->closes[i].code != 0; i++)
+	for (i = 0; i < NTWS_CLOSE_CODES; i++)
 		out_printf(o, "notifyd_ws_closes_total{code=\"%u\"} %llu\n",
-		    m->closes[i].code, (unsigned long long)m->closes[i].n);
+		    close_codes[i], (unsigned long long)m->closes[i]);
+	out_printf(o, "notifyd_ws_closes_total{code=\"other\"} %llu\n",
+	    (unsigned long long)m->closes_other);
 	out_printf(o, "# HELP notifyd_ws_delivery_latency_seconds From the "
 	    "message timestamp to the socket write (live messages).\n"
 	    "# TYPE notifyd_ws_delivery_latency_seconds histogram\n");

@@ -11,6 +11,11 @@
 #include <stdint.h>
 
 #define NTWS_LAT_BUCKETS 12
+/*
+ * The close codes counted each in its own series (metrics.c has the
+ * list, notifyd-ws(8) documents it); any other code a client chooses is
+ * counted as "other", so that clients cannot crowd the known ones out.
+ */
 #define NTWS_CLOSE_CODES 16
 
 struct ntws_metrics {
@@ -50,11 +55,14 @@ struct ntws_metrics {
 	uint8_t  redis_sub_up, redis_cmd_up;
 	uint64_t redis_sub_reconnects;
 	uint64_t redis_cmd_reconnects;
+	uint64_t presence_errors;     /* presence writes Redis refused */
+	uint8_t  presence_stale;      /* gauge: the set awaits a rewrite */
 	/* latency and closes */
 	uint64_t lat_counts[NTWS_LAT_BUCKETS + 1];
 	double   lat_sum;
 	uint64_t lat_n;
-	struct { uint16_t code; uint64_t n; } closes[NTWS_CLOSE_CODES];
+	uint64_t closes[NTWS_CLOSE_CODES];  /* by index in metrics.c's list */
+	uint64_t closes_other;              /* every code not in that list */
 };
 
 /* The one record (zeroed at start). */

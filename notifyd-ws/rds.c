@@ -47,7 +47,14 @@ static struct {
 	ev_tstamp          hb_pub_at;     /* PUBLISH answered, awaiting echo */
 	uint64_t           hb_next, hb_seen, hb_waiting;
 	uint64_t           feed_gen;
-	ev_tstamp          presence_at;
+	ev_tstamp          renew_at;      /* presence lease last renewed */
+	ev_tstamp          rewrite_at;    /* presence set last rewritten */
+	int                presence_stale; /* a write was refused: rewrite */
+	double             presence_retry_s;
+	uint32_t           rewrites;      /* presence rewrites unanswered */
+	char               rewrite_why[160];
+	ev_tstamp          presence_warned_at;
+	uint64_t           refused_unreported; /* since the last warn line */
 	ev_tstamp          sub_started, cmd_started;
 	char               channel[NT_KEY_MAX];
 	char               hb_channel[NT_KEY_MAX];
@@ -237,6 +244,124 @@ ntws_rds_mark(const char *user, const char *epoch, const char *pos,
 
 /* ---- presence ---- */
 
+/*
+ * Every presence write is checked. A refused one (out of memory under
+ * maxmemory noeviction, a wrong type...) leaves the set in Redis short
+ * of users who are still connected, and nothing else would add them
+ * back: the lease renewal only extends what is there. So a refusal marks
+ * the set stale, and the tick rewrites it whole, retrying sooner than
+ * the renewal period (backing off to it) until Redis takes it. The lease
+ * (an EXPIRE, which Redis runs even when out of memory) is renewed apart
+ * from the rewrite, so the users already in the set stay online
+ * meanwhile. Refusals log one line per PRESENCE_WARN_S, not one per
+ * connection: under OOM every connect would otherwise log.
+ */
+#define PRESENCE_RETRY_MIN_S 1.0
+#define PRESENCE_WARN_S      30.0
+
+static void
+presence_set_stale(int stale)
+{
+	r.presence_stale = stale;
+	ntws_m.presence_stale = (uint8_t)stale;
+}
+
+static void
+presence_refused(const char *why)
+{
+	ev_tstamp now = ev_now(r.loop);
+
+	ntws_m.presence_errors++;
+	r.refused_unreported++;
+	if (r.presence_warned_at == 0 ||
+	    now - r.presence_warned_at >= PRESENCE_WARN_S) {
+		char since[64] = "";
+
+		if (r.refused_unreported > 1)
+			snprintf(since, sizeof(since), " (%llu since the last "
+			    "report)", (unsigned long long)r.refused_unreported);
+		nt_log_warn("redis: presence write refused%s, users connected "
+		    "here may show offline until the set is rewritten: %s",
+		    since, why);
+		r.presence_warned_at = now;
+		r.refused_unreported = 0;
+	}
+	if (!r.presence_stale)
+		r.presence_retry_s = PRESENCE_RETRY_MIN_S;
+	presence_set_stale(1);
+}
+
+/* The answer to a presence write: only a refusal matters. */
+static void
+presence_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *rep = reply;
+
+	answered(ac);
+	if (ac != r.cmd || rep == NULL || r.stopping)
+		return;   /* a lost connection rewrites the set when back */
+	if (rep->type == REDIS_REPLY_ERROR)
+		presence_refused(rep->str);
+}
+
+/*
+ * A command queued in the rewrite's MULTI: out of memory, Redis refuses
+ * each one, and EXEC then only says EXECABORT. Keep the first reason for
+ * the one refusal the rewrite counts.
+ */
+static void
+rewrite_queued_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *rep = reply;
+
+	answered(ac);
+	if (ac == r.cmd && rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+	    r.rewrite_why[0] == '\0')
+		snprintf(r.rewrite_why, sizeof(r.rewrite_why), "%s", rep->str);
+}
+
+static void
+rewrite_exec_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	redisReply *rep = reply;
+	const char *why = NULL;
+	size_t i;
+
+	answered(ac);
+	if (ac != r.cmd)
+		return;
+	r.rewrites = 0;
+	if (rep == NULL || r.stopping) {
+		r.rewrite_why[0] = '\0';
+		return;
+	}
+	if (rep->type == REDIS_REPLY_ERROR)
+		why = r.rewrite_why[0] != '\0' ? r.rewrite_why : rep->str;
+	else if (rep->type == REDIS_REPLY_ARRAY) {
+		for (i = 0; i < rep->elements && why == NULL; i++)
+			if (rep->element[i]->type == REDIS_REPLY_ERROR)
+				why = rep->element[i]->str;
+	} else
+		why = "unexpected reply to EXEC";
+	if (why != NULL) {
+		if (r.presence_stale) {
+			r.presence_retry_s *= 2;
+			if (r.presence_retry_s > NT_PRESENCE_RENEW_S)
+				r.presence_retry_s = NT_PRESENCE_RENEW_S;
+		}
+		presence_refused(why);
+	} else if (r.presence_stale) {
+		/*
+		 * Replies come in order: every refusal of a write sent before
+		 * this rewrite has been seen, and the rewrite covers it.
+		 */
+		nt_log_info("redis: presence set written again (%zu users)",
+		    ntws_users_count());
+		presence_set_stale(0);
+	}
+	r.rewrite_why[0] = '\0';
+}
+
 struct rewrite {
 	const char **argv;
 	size_t       n, cap;
@@ -247,7 +372,7 @@ rewrite_add(struct ntws_user *u, void *arg)
 {
 	struct rewrite *w = arg;
 
-	if (u->nsess == 0 || w->argv == NULL)
+	if (u->nsess == 0)
 		return;
 	if (w->n == 0) {
 		w->argv[w->n++] = "SADD";
@@ -255,31 +380,43 @@ rewrite_add(struct ntws_user *u, void *arg)
 	}
 	w->argv[w->n++] = u->name;
 	if (w->n == w->cap) {
-		cmd_argv(NULL, NULL, (int)w->n, w->argv, NULL);
+		cmd_argv(rewrite_queued_cb, NULL, (int)w->n, w->argv, NULL);
 		w->n = 0;
 	}
 }
 
-/* Write the whole set again: after a reconnect, or when it expired. */
+/*
+ * Write the whole set again, atomically: after a reconnect, when it
+ * expired, or when a write was refused. Out of memory, Redis refuses the
+ * whole transaction and the set stays as it was.
+ */
 static void
 presence_rewrite(void)
 {
 	struct rewrite w = { NULL, 0, 514 };
 
-	r.presence_at = ev_now(r.loop);
-	cmd(NULL, NULL, "MULTI");
-	cmd(NULL, NULL, "DEL %s", r.presence_key);
-	if ((w.argv = malloc(w.cap * sizeof(*w.argv))) != NULL) {
-		ntws_users_each(rewrite_add, &w);
-		if (w.n > 0)
-			cmd_argv(NULL, NULL, (int)w.n, w.argv, NULL);
-		free(w.argv);
+	if (r.rewrites > 0)
+		return;   /* the one in flight was sent later: it covers this */
+	r.rewrite_at = ev_now(r.loop);
+	if ((w.argv = malloc(w.cap * sizeof(*w.argv))) == NULL) {
+		/* A DEL without the SADDs would empty it: try again later. */
+		presence_set_stale(1);
+		return;
 	}
-	cmd(NULL, NULL, "EXPIRE %s %d", r.presence_key, NT_PRESENCE_TTL_S);
-	cmd(NULL, NULL, "EXEC");
+	r.rewrite_why[0] = '\0';
+	cmd(rewrite_queued_cb, NULL, "MULTI");
+	cmd(rewrite_queued_cb, NULL, "DEL %s", r.presence_key);
+	ntws_users_each(rewrite_add, &w);
+	if (w.n > 0)
+		cmd_argv(rewrite_queued_cb, NULL, (int)w.n, w.argv, NULL);
+	free(w.argv);
+	cmd(rewrite_queued_cb, NULL, "EXPIRE %s %d", r.presence_key,
+	    NT_PRESENCE_TTL_S);
 	if (ntws_users_count() > 0)
-		cmd(NULL, NULL, "SADD %s %s", r.instances_key,
+		cmd(rewrite_queued_cb, NULL, "SADD %s %s", r.instances_key,
 		    r.cfg->instance_id);
+	if (cmd(rewrite_exec_cb, NULL, "EXEC") == 0)
+		r.rewrites = 1;
 }
 
 void
@@ -288,13 +425,13 @@ ntws_rds_presence(const char *user, int add)
 	if (!r.cmd_ready || r.stopping)
 		return;   /* the rewrite after reconnecting covers it */
 	if (add) {
-		cmd(NULL, NULL, "SADD %s %s", r.presence_key, user);
-		cmd(NULL, NULL, "EXPIRE %s %d", r.presence_key,
+		cmd(presence_cb, NULL, "SADD %s %s", r.presence_key, user);
+		cmd(presence_cb, NULL, "EXPIRE %s %d", r.presence_key,
 		    NT_PRESENCE_TTL_S);
-		cmd(NULL, NULL, "SADD %s %s", r.instances_key,
+		cmd(presence_cb, NULL, "SADD %s %s", r.instances_key,
 		    r.cfg->instance_id);
 	} else
-		cmd(NULL, NULL, "SREM %s %s", r.presence_key, user);
+		cmd(presence_cb, NULL, "SREM %s %s", r.presence_key, user);
 }
 
 void
@@ -319,10 +456,36 @@ renew_cb(redisAsyncContext *ac, void *reply, void *priv)
 	redisReply *rep = reply;
 
 	answered(ac);
+	if (ac != r.cmd || rep == NULL || r.stopping || !r.cmd_ready)
+		return;
+	if (rep->type == REDIS_REPLY_ERROR)
+		presence_refused(rep->str);
 	/* EXPIRE of a missing key: the set expired; write it again. */
-	if (rep != NULL && rep->type == REDIS_REPLY_INTEGER &&
-	    rep->integer == 0 && ntws_users_count() > 0 && r.cmd_ready &&
-	    !r.stopping)
+	else if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 0 &&
+	    ntws_users_count() > 0) {
+		presence_set_stale(1);
+		presence_rewrite();
+	}
+}
+
+/*
+ * From the tick: renew the lease every NT_PRESENCE_RENEW_S, and rewrite
+ * a stale set once its retry delay has passed.
+ */
+static void
+presence_tick(ev_tstamp now)
+{
+	if (r.stopping)
+		return;
+	if (ntws_users_count() > 0 && now - r.renew_at >= NT_PRESENCE_RENEW_S) {
+		r.renew_at = now;
+		cmd(renew_cb, NULL, "EXPIRE %s %d", r.presence_key,
+		    NT_PRESENCE_TTL_S);
+		cmd(presence_cb, NULL, "SADD %s %s", r.instances_key,
+		    r.cfg->instance_id);
+	}
+	if (r.presence_stale && r.rewrites == 0 &&
+	    now - r.rewrite_at >= r.presence_retry_s)
 		presence_rewrite();
 }
 
@@ -345,6 +508,7 @@ set_cmd_down(void)
 	r.cmd_ready = 0;
 	r.pending = 0;
 	r.hb_pub_at = 0;
+	r.rewrites = 0;
 	publish_state();
 }
 
@@ -595,14 +759,7 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		cmd(hb_pub_cb, (void *)(uintptr_t)seq, "PUBLISH %s %llu",
 		    r.hb_channel, (unsigned long long)seq);
 	}
-	if (ntws_users_count() > 0 && !r.stopping &&
-	    now - r.presence_at >= NT_PRESENCE_RENEW_S) {
-		r.presence_at = now;
-		cmd(renew_cb, NULL, "EXPIRE %s %d", r.presence_key,
-		    NT_PRESENCE_TTL_S);
-		cmd(NULL, NULL, "SADD %s %s", r.instances_key,
-		    r.cfg->instance_id);
-	}
+	presence_tick(now);
 }
 
 void

@@ -79,7 +79,10 @@ int ntws_rds_mark(const char *user, const char *epoch, const char *pos,
 /*
  * A user is now connected here (add) or no longer (!add). While the
  * command connection is down this is dropped: the set is written whole
- * from the user table when it is back.
+ * from the user table when it is back. A write Redis refuses (e.g. out
+ * of memory) is counted in ntws_m.presence_errors, logged (rate-limited)
+ * and makes the set stale: it is written whole again, retried from the
+ * tick until Redis takes it. user is copied.
  */
 void ntws_rds_presence(const char *user, int add);
 

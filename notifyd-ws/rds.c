@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <hiredis/adapters/libev.h>
+#include <openssl/sha.h>
 
 #include "metrics.h"
 #include "nt_log.h"
@@ -172,43 +173,113 @@ cmd_argv(redisCallbackFn *fn, void *priv, int argc, const char **argv,
 
 /* ---- log reads and read marks ---- */
 
+/*
+ * Scripts run by their SHA1 (EVALSHA), so that the text (1.8 KB for a
+ * page read) is not sent, and hashed by Redis, with every call. Each new
+ * command connection loads them first (SCRIPT LOAD, answered before any
+ * later command); a NOSCRIPT all the same (SCRIPT FLUSH, a failover to a
+ * replica that never saw them) re-sends that one call as EVAL, which
+ * loads the script again.
+ */
+struct script {
+	const char *text;
+	char        sha[2 * SHA_DIGEST_LENGTH + 1];
+};
+
+static struct script script_read = { nt_lua_userlog_read, "" };
+static struct script script_mark = { nt_lua_userlog_mark, "" };
+
+static const char *
+script_sha(struct script *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[SHA_DIGEST_LENGTH];
+	size_t i;
+
+	if (s->sha[0] == '\0') {
+		SHA1((const unsigned char *)s->text, strlen(s->text), md);
+		for (i = 0; i < sizeof(md); i++) {
+			s->sha[2 * i] = hex[md[i] >> 4];
+			s->sha[2 * i + 1] = hex[md[i] & 15];
+		}
+		s->sha[2 * sizeof(md)] = '\0';
+	}
+	return s->sha;
+}
+
+static void
+scripts_load(void)
+{
+	cmd(NULL, NULL, "SCRIPT LOAD %s", script_read.text);
+	cmd(NULL, NULL, "SCRIPT LOAD %s", script_mark.text);
+}
+
+/* One script call, with its arguments kept for a NOSCRIPT re-send. */
 struct call {
 	ntws_rds_reply_fn fn;
 	void             *arg;
+	struct script    *script;
+	int               argc;
+	int               resent;
+	const char       *argv[12];  /* EVALSHA sha 1 key args... */
+	char              buf[];     /* the key and args, NUL-terminated */
 };
 
 static void
 call_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
+	redisReply *rep = reply;
 	struct call *q = priv;
 
 	answered(ac);
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR && !q->resent &&
+	    ac == r.cmd && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+		q->resent = 1;
+		q->argv[0] = "EVAL";
+		q->argv[1] = q->script->text;
+		if (cmd_argv(call_cb, q, q->argc, q->argv, NULL) == 0)
+			return;
+	}
 	q->fn(reply, q->arg);
 	free(q);
 }
 
 static int
-eval(const char *script, const char *user, const char *const *args,
+eval(struct script *script, const char *user, const char *const *args,
     int nargs, ntws_rds_reply_fn fn, void *arg_fn)
 {
-	const char *argv[12];
 	char key[NT_KEY_MAX];
+	size_t len[9], total, off;
 	struct call *q;
-	int i;
+	int i, klen;
 
 	if (!r.cmd_ready || nargs > 8 ||
-	    nt_key_userlog(key, sizeof(key), r.cfg->prefix, user) < 0 ||
-	    (q = malloc(sizeof(*q))) == NULL)
+	    (klen = nt_key_userlog(key, sizeof(key), r.cfg->prefix,
+	    user)) < 0)
+		return -1;
+	len[0] = (size_t)klen + 1;
+	total = len[0];
+	for (i = 0; i < nargs; i++)
+		total += (len[i + 1] = strlen(args[i]) + 1);
+	if ((q = malloc(sizeof(*q) + total)) == NULL)
 		return -1;
 	q->fn = fn;
 	q->arg = arg_fn;
-	argv[0] = "EVAL";
-	argv[1] = script;
-	argv[2] = "1";
-	argv[3] = key;
-	for (i = 0; i < nargs; i++)
-		argv[4 + i] = args[i];
-	if (cmd_argv(call_cb, q, 4 + nargs, argv, NULL) != 0) {
+	q->script = script;
+	q->argc = 4 + nargs;
+	q->resent = 0;
+	q->argv[0] = "EVALSHA";
+	q->argv[1] = script_sha(script);
+	q->argv[2] = "1";
+	memcpy(q->buf, key, len[0]);
+	q->argv[3] = q->buf;
+	off = len[0];
+	for (i = 0; i < nargs; i++) {
+		memcpy(q->buf + off, args[i], len[i + 1]);
+		q->argv[4 + i] = q->buf + off;
+		off += len[i + 1];
+	}
+	if (cmd_argv(call_cb, q, q->argc, q->argv, NULL) != 0) {
 		free(q);
 		return -1;
 	}
@@ -230,7 +301,7 @@ ntws_rds_read_page(const char *user, const char *mode, const char *arg,
 	args[2] = cnt;
 	args[3] = maxb;
 	args[4] = epoch != NULL ? epoch : "";
-	return eval(nt_lua_userlog_read, user, args, 5, fn, arg_fn);
+	return eval(&script_read, user, args, 5, fn, arg_fn);
 }
 
 int
@@ -239,7 +310,7 @@ ntws_rds_mark(const char *user, const char *epoch, const char *pos,
 {
 	const char *args[2] = { epoch, pos };
 
-	return eval(nt_lua_userlog_mark, user, args, 2, fn, arg_fn);
+	return eval(&script_mark, user, args, 2, fn, arg_fn);
 }
 
 /* ---- presence ---- */
@@ -542,6 +613,7 @@ cmd_ready_cb(redisAsyncContext *ac, void *reply, void *priv)
 		redisAsyncDisconnect(ac);
 		return;
 	}
+	scripts_load();
 	r.cmd_ready = 1;
 	r.cmd_backoff = 0;
 	publish_state();

@@ -235,6 +235,27 @@ def test_new_device_without_since_gets_only_what_is_unread(ws, r):
     arun(go())
 
 
+def test_log_reads_and_marks_survive_a_script_flush(ws, r):
+    """notifyd-ws runs its scripts by SHA1; after SCRIPT FLUSH (or a
+    failover to a server that never saw them) Redis answers NOSCRIPT, and
+    the daemon sends those calls again with the script text: a new
+    device still reads the log, and read marks are still written."""
+    _, port = ws()
+    msgs = store(r, "fay", 3)
+
+    async def go():
+        async with ws_connect(port, mint(sub="fay")) as a:
+            assert await recv_n(a, 3) == msgs
+            wait_for(lambda: read_mark(r, "fay") == 3, what="first marks")
+        assert r.command("SCRIPT", "FLUSH") == "OK"
+        more = store(r, "fay", 2, first=3)
+        async with ws_connect(port, mint(sub="fay")) as b:
+            assert await recv_n(b, 2) == more
+            wait_for(lambda: read_mark(r, "fay") == 5, what="marks again")
+            await recv_none(b)
+    arun(go())
+
+
 def test_notify_send_messages_carry_their_position(ws, redis):
     """The real sender, end to end: what notify-send stores comes with its
     seq, to a connection that was there and to one that comes later."""

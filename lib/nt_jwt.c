@@ -9,17 +9,24 @@
  *     token can never be verified with an RSA/EC public key as the HMAC
  *     secret, and "none" never gets as far as libjwt;
  *   - exp/nbf (seconds, integer or fraction) with a leeway; exp is
- *     optional as in RFC 7519, but when present it must be a number;
+ *     optional in RFC 7519 but required unless the caller turns that
+ *     off, and when present it must be a number;
+ *   - with a maximum token age: iat required, not too old, not in the
+ *     future, and exp - iat not longer than that age;
  *   - iss and aud when configured (aud: a string or an array of them);
  *   - sub must be a string that is a valid user id (nt_user_valid).
  *
  * Key files: an HS* secret is the file's bytes minus one trailing line
- * ending ("\n" or "\r\n"), so `echo secret > file` works; RS and ES keys
- * are PEM public keys whose algorithm (and curve) must suit the
- * configured alg. A zero-length key is refused at load, never passed on.
+ * ending ("\n" or "\r\n"), so `echo secret > file` works, and must be at
+ * least as long as the hash output; RS and ES keys are PEM public keys,
+ * parsed by libcrypto, whose type, size and curve must suit the
+ * configured alg. libjwt is then given the parsed key written back as a
+ * SubjectPublicKeyInfo PEM. A key that does not suit is refused at load.
  *
  * No error message ever quotes the token or any part of it.
  */
+#include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +35,11 @@
 
 #include <jansson.h>
 #include <jwt.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "nt_config.h"
 #include "nt_jwt.h"
@@ -45,38 +57,28 @@
 
 enum key_kind { KEY_HMAC, KEY_RSA, KEY_EC };
 
+/* RFC 7518 3.3: RSA keys of 2048 bits or more MUST be used. */
+#define NT_JWT_RSA_MIN_BITS 2048
+
 struct alg_info {
 	const char   *name;
 	jwt_alg_t     alg;
 	enum key_kind kind;
-	/* DER of the EC curve OID for ES*, which the key must name. */
-	const unsigned char *curve_oid;
-	size_t        curve_oid_len;
+	size_t        min_secret;  /* HS*: the hash output, RFC 7518 3.2 */
+	const char   *group;       /* ES*: libcrypto's name of the curve */
+	const char   *curve;       /* ES*: the curve's name in RFC 7518 */
 };
 
-/* 1.2.840.10045.3.1.7, 1.3.132.0.34, 1.3.132.0.35 */
-static const unsigned char oid_p256[] = {
-	0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
-static const unsigned char oid_p384[] = {
-	0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
-static const unsigned char oid_p521[] = {
-	0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23 };
-/* rsaEncryption 1.2.840.113549.1.1.1, id-ecPublicKey 1.2.840.10045.2.1 */
-static const unsigned char oid_rsa[] = {
-	0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01 };
-static const unsigned char oid_ec[] = {
-	0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01 };
-
 static const struct alg_info algs[] = {
-	{ "HS256", JWT_ALG_HS256, KEY_HMAC, NULL, 0 },
-	{ "HS384", JWT_ALG_HS384, KEY_HMAC, NULL, 0 },
-	{ "HS512", JWT_ALG_HS512, KEY_HMAC, NULL, 0 },
-	{ "RS256", JWT_ALG_RS256, KEY_RSA, NULL, 0 },
-	{ "RS384", JWT_ALG_RS384, KEY_RSA, NULL, 0 },
-	{ "RS512", JWT_ALG_RS512, KEY_RSA, NULL, 0 },
-	{ "ES256", JWT_ALG_ES256, KEY_EC, oid_p256, sizeof(oid_p256) },
-	{ "ES384", JWT_ALG_ES384, KEY_EC, oid_p384, sizeof(oid_p384) },
-	{ "ES512", JWT_ALG_ES512, KEY_EC, oid_p521, sizeof(oid_p521) },
+	{ "HS256", JWT_ALG_HS256, KEY_HMAC, 32, NULL, NULL },
+	{ "HS384", JWT_ALG_HS384, KEY_HMAC, 48, NULL, NULL },
+	{ "HS512", JWT_ALG_HS512, KEY_HMAC, 64, NULL, NULL },
+	{ "RS256", JWT_ALG_RS256, KEY_RSA, 0, NULL, NULL },
+	{ "RS384", JWT_ALG_RS384, KEY_RSA, 0, NULL, NULL },
+	{ "RS512", JWT_ALG_RS512, KEY_RSA, 0, NULL, NULL },
+	{ "ES256", JWT_ALG_ES256, KEY_EC, 0, "prime256v1", "P-256" },
+	{ "ES384", JWT_ALG_ES384, KEY_EC, 0, "secp384r1", "P-384" },
+	{ "ES512", JWT_ALG_ES512, KEY_EC, 0, "secp521r1", "P-521" },
 };
 
 struct nt_jwt_verifier {
@@ -85,6 +87,9 @@ struct nt_jwt_verifier {
 	char          *issuer;    /* NULL: not checked */
 	char          *audience;  /* NULL: not checked */
 	long           leeway_s;
+	int            require_exp;
+	long           max_age_s; /* 0: off */
+	/* HS*: the secret; RS*, ES*: the parsed key written back as PEM. */
 	unsigned char *key;
 	size_t         key_len;
 };
@@ -101,129 +106,219 @@ alg_lookup(const char *name)
 }
 
 static int
-b64_value(unsigned char c, int url)
+b64url_char(unsigned char c)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == (url ? '-' : '+'))
-		return 62;
-	if (c == (url ? '_' : '/'))
-		return 63;
-	return -1;
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	    (c >= '0' && c <= '9') || c == '-' || c == '_';
 }
 
-/*
- * Decode n bytes of base64 (url: the unpadded URL alphabet; else the
- * standard one, where '=' padding and white space are skipped) into out
- * (at most outmax bytes). Returns the decoded length or -1.
- */
-static long
-b64_decode(const char *in, size_t n, int url, unsigned char *out,
-    size_t outmax)
+unsigned char *
+nt_jwt_b64url_decode(const char *in, size_t n, size_t *outlen)
 {
-	uint32_t acc = 0;
-	size_t i, len = 0;
-	int bits = 0, v;
+	size_t i, pad, quads;
+	unsigned char *out;
+	char *std;
+	int len;
 
-	for (i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)in[i];
-
-		if (!url && (c == '=' || c == '\n' || c == '\r' ||
-		    c == ' ' || c == '\t'))
-			continue;
-		if ((v = b64_value(c, url)) < 0)
-			return -1;
-		acc = (acc << 6) | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (len == outmax)
-				return -1;
-			out[len++] = (unsigned char)(acc >> bits);
-			acc &= (1u << bits) - 1;
-		}
-	}
-	/* A lone sixth bit group cannot come from whole bytes. */
-	if (bits >= 6)
-		return -1;
-	return (long)len;
+	/* Padding, when given, must be exactly what completes the quad. */
+	if (n % 4 == 0 && n > 0 && in[n - 1] == '=')
+		n -= (n >= 2 && in[n - 2] == '=') ? 2 : 1;
+	if (n % 4 == 1 || n > (size_t)INT_MAX / 2)
+		return NULL;
+	for (i = 0; i < n; i++)
+		if (!b64url_char((unsigned char)in[i]))
+			return NULL;
+	pad = (4 - n % 4) % 4;
+	quads = (n + pad) / 4;
+	std = malloc(n + pad + 1);
+	out = malloc(quads * 3 + 1);
+	if (std == NULL || out == NULL)
+		goto fail;
+	/* EVP_DecodeBlock knows the standard alphabet, padded, only. */
+	for (i = 0; i < n; i++)
+		std[i] = in[i] == '-' ? '+' : in[i] == '_' ? '/' : in[i];
+	memset(std + n, '=', pad);
+	std[n + pad] = '\0';
+	len = EVP_DecodeBlock(out, (const unsigned char *)std,
+	    (int)(n + pad));
+	/* It writes a zero byte for each '=': those are not data. */
+	if (len < 0 || (size_t)len != quads * 3)
+		goto fail;
+	free(std);
+	*outlen = (size_t)len - pad;
+	out[*outlen] = '\0';
+	return out;
+fail:
+	free(std);
+	free(out);
+	return NULL;
 }
 
+/* The HS secret must carry as many bits as the hash gives out. */
 static int
-mem_contains(const unsigned char *hay, size_t haylen,
-    const unsigned char *needle, size_t nlen)
-{
-	size_t i;
-
-	for (i = 0; i + nlen <= haylen; i++)
-		if (memcmp(hay + i, needle, nlen) == 0)
-			return 1;
-	return 0;
-}
-
-/*
- * Check that a PEM public key suits the algorithm: its SubjectPublicKeyInfo
- * names RSA for RS*, or EC with the right curve for ES*. Signature checks
- * later would fail anyway; this turns a misconfiguration into a clear
- * refusal at startup instead of every client failing with 4001.
- */
-static int
-pem_key_suits(const struct alg_info *a, const char *pem, size_t pemlen,
+secret_suits(const struct alg_info *a, const char *buf, size_t len,
     const char *path, char *err, size_t errlen)
 {
-	static const char begin_spki[] = "-----BEGIN PUBLIC KEY-----";
-	static const char begin_rsa[] = "-----BEGIN RSA PUBLIC KEY-----";
-	const char *body, *end;
-	unsigned char *der;
-	long derlen;
-	int ok;
-
-	if (memmem(pem, pemlen, "PRIVATE KEY-----", 16) != NULL) {
-		SET_ERR("%s: a private key; give the public key", path);
+	if (len > 0 && strncmp(buf, "-----BEGIN", 10) == 0) {
+		SET_ERR("%s: a PEM key cannot be an %s secret", path, a->name);
 		return -1;
 	}
-	if (a->kind == KEY_RSA && memmem(pem, pemlen, begin_rsa,
-	    sizeof(begin_rsa) - 1) != NULL)
-		return 0;  /* PKCS#1 RSA public key: RSA by definition */
-	body = memmem(pem, pemlen, begin_spki, sizeof(begin_spki) - 1);
-	if (body == NULL) {
-		SET_ERR("%s: not a PEM public key (BEGIN PUBLIC KEY)", path);
-		return -1;
-	}
-	body += sizeof(begin_spki) - 1;
-	end = memmem(body, pemlen - (size_t)(body - pem), "-----END", 8);
-	if (end == NULL) {
-		SET_ERR("%s: unterminated PEM public key", path);
-		return -1;
-	}
-	der = malloc((size_t)(end - body));
-	if (der == NULL) {
-		SET_ERR("%s: out of memory", path);
-		return -1;
-	}
-	derlen = b64_decode(body, (size_t)(end - body), 0, der,
-	    (size_t)(end - body));
-	if (derlen <= 0) {
-		free(der);
-		SET_ERR("%s: bad base64 in PEM public key", path);
-		return -1;
-	}
-	if (a->kind == KEY_RSA)
-		ok = mem_contains(der, (size_t)derlen, oid_rsa, sizeof(oid_rsa));
-	else
-		ok = mem_contains(der, (size_t)derlen, oid_ec, sizeof(oid_ec)) &&
-		    mem_contains(der, (size_t)derlen, a->curve_oid,
-		    a->curve_oid_len);
-	free(der);
-	if (!ok) {
-		SET_ERR("%s: public key does not suit %s", path, a->name);
+	if (len > 0 && len < a->min_secret) {
+		SET_ERR("%s: %s secret of %zu bytes, needs at least %zu "
+		    "(RFC 7518 3.2); make one with: head -c %zu /dev/urandom "
+		    "| base64 -w0 > FILE", path, a->name, len, a->min_secret,
+		    a->min_secret);
 		return -1;
 	}
 	return 0;
+}
+
+/* Is the parsed public key of the kind, size and curve a wants? */
+static int
+pkey_suits(const struct alg_info *a, EVP_PKEY *pk, const char *path,
+    char *err, size_t errlen)
+{
+	const char *type = EVP_PKEY_get0_type_name(pk);
+	char group[64];
+	size_t glen = 0;
+	int bits;
+
+	if (type == NULL)
+		type = "unknown";
+	if (a->kind == KEY_RSA) {
+		if (EVP_PKEY_get_base_id(pk) != EVP_PKEY_RSA) {
+			SET_ERR("%s: an %s key; %s needs an RSA public key",
+			    path, type, a->name);
+			return -1;
+		}
+		bits = EVP_PKEY_get_bits(pk);
+		if (bits < NT_JWT_RSA_MIN_BITS) {
+			SET_ERR("%s: RSA key of %d bits; %s needs at least %d "
+			    "(RFC 7518 3.3)", path, bits, a->name,
+			    NT_JWT_RSA_MIN_BITS);
+			return -1;
+		}
+		return 0;
+	}
+	if (EVP_PKEY_get_base_id(pk) != EVP_PKEY_EC) {
+		SET_ERR("%s: an %s key; %s needs an EC public key on %s", path,
+		    type, a->name, a->curve);
+		return -1;
+	}
+	if (EVP_PKEY_get_group_name(pk, group, sizeof(group), &glen) != 1) {
+		SET_ERR("%s: EC key on an unnamed curve; %s needs %s", path,
+		    a->name, a->curve);
+		return -1;
+	}
+	if (strcmp(group, a->group) != 0) {
+		SET_ERR("%s: EC key on %s; %s needs %s (%s)", path, group,
+		    a->name, a->curve, a->group);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Parse the PEM public key in buf (len bytes): a SubjectPublicKeyInfo
+ * ("PUBLIC KEY") or a PKCS#1 "RSA PUBLIC KEY". Returns a new key, or
+ * NULL with err. Private keys and certificates are named as such.
+ */
+static EVP_PKEY *
+pem_pubkey(const char *buf, size_t len, const char *path, char *err,
+    size_t errlen)
+{
+	BIO *in;
+	char *name = NULL, *header = NULL;
+	unsigned char *der = NULL;
+	const unsigned char *p;
+	long derlen = 0;
+	EVP_PKEY *pk = NULL;
+
+	if ((in = BIO_new_mem_buf(buf, (int)len)) == NULL) {
+		SET_ERR("%s: out of memory", path);
+		return NULL;
+	}
+	/* openssl ecparam writes the curve's parameters first: skip them. */
+	while (PEM_read_bio(in, &name, &header, &der, &derlen) == 1 &&
+	    strcmp(name, "EC PARAMETERS") == 0) {
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		OPENSSL_free(der);
+		name = header = NULL;
+		der = NULL;
+	}
+	BIO_free(in);
+	/* PEM_read_bio's failures stay in the thread's queue otherwise. */
+	ERR_clear_error();
+	p = der;
+	if (name == NULL)
+		SET_ERR("%s: not a PEM public key (no BEGIN PUBLIC KEY block)",
+		    path);
+	else if (strstr(name, "PRIVATE KEY") != NULL)
+		SET_ERR("%s: this is a private key; give the public key "
+		    "(openssl pkey -pubout)", path);
+	else if (strcmp(name, "CERTIFICATE") == 0)
+		SET_ERR("%s: a certificate; give its public key (openssl x509 "
+		    "-pubkey -noout)", path);
+	else if (strcmp(name, "PUBLIC KEY") != 0 &&
+	    strcmp(name, "RSA PUBLIC KEY") != 0)
+		SET_ERR("%s: a PEM %.40s, not a public key", path, name);
+	else {
+		pk = strcmp(name, "PUBLIC KEY") == 0 ?
+		    d2i_PUBKEY(NULL, &p, derlen) :
+		    d2i_PublicKey(EVP_PKEY_RSA, NULL, &p, derlen);
+		/* Bytes after the key would be ignored: refuse them. */
+		if (pk != NULL && p != der + derlen) {
+			EVP_PKEY_free(pk);
+			pk = NULL;
+		}
+		if (pk == NULL)
+			SET_ERR("%s: unreadable PEM %s", path, name);
+	}
+	ERR_clear_error();
+	OPENSSL_free(name);
+	OPENSSL_free(header);
+	OPENSSL_free(der);
+	return pk;
+}
+
+/*
+ * Check that the key file holds a public key that suits the algorithm,
+ * and write it back as a SubjectPublicKeyInfo PEM into *out (a new
+ * string), which is what libjwt reads. A misconfiguration is refused at
+ * startup instead of every client failing with 4001.
+ */
+static int
+pubkey_load(const struct alg_info *a, const char *buf, size_t len,
+    const char *path, char **out, size_t *outlen, char *err, size_t errlen)
+{
+	EVP_PKEY *pk;
+	BIO *mem = NULL;
+	char *data;
+	long n;
+	int rc = -1;
+
+	if ((pk = pem_pubkey(buf, len, path, err, errlen)) == NULL)
+		return -1;
+	if (pkey_suits(a, pk, path, err, errlen) < 0)
+		goto done;
+	if ((mem = BIO_new(BIO_s_mem())) == NULL ||
+	    PEM_write_bio_PUBKEY(mem, pk) != 1 ||
+	    (n = BIO_get_mem_data(mem, &data)) <= 0 ||
+	    (*out = malloc((size_t)n + 1)) == NULL) {
+		SET_ERR("%s: cannot write the public key back (out of memory?)",
+		    path);
+		goto done;
+	}
+	memcpy(*out, data, (size_t)n);
+	(*out)[n] = '\0';
+	*outlen = (size_t)n;
+	rc = 0;
+done:
+	BIO_free(mem);
+	EVP_PKEY_free(pk);
+	ERR_clear_error();
+	return rc;
 }
 
 /* Read and check the key for alg from path into key and key_len. */
@@ -231,31 +326,32 @@ static int
 key_load(const struct alg_info *a, const char *path, unsigned char **key,
     size_t *key_len, char *err, size_t errlen)
 {
-	char *buf;
-	size_t len;
+	char *buf, *pem;
+	size_t len, pemlen;
 
 	buf = nt_file_read(path, NT_JWT_KEY_MAX, &len, err, errlen);
 	if (buf == NULL)
 		return -1;
-	if (a->kind == KEY_HMAC) {
-		/* One line ending is an editor's, not the secret's. */
-		if (len > 0 && buf[len - 1] == '\n')
-			buf[--len] = '\0';
-		if (len > 0 && buf[len - 1] == '\r')
-			buf[--len] = '\0';
-		if (len > 0 && strncmp(buf, "-----BEGIN", 10) == 0) {
-			SET_ERR("%s: a PEM key cannot be an %s secret", path,
-			    a->name);
-			goto fail;
-		}
-	} else if (len > 0 && pem_key_suits(a, buf, len, path, err,
-	    errlen) < 0) {
-		goto fail;
-	}
+	/* One line ending is an editor's, not the secret's. */
+	if (a->kind == KEY_HMAC && len > 0 && buf[len - 1] == '\n')
+		buf[--len] = '\0';
+	if (a->kind == KEY_HMAC && len > 0 && buf[len - 1] == '\r')
+		buf[--len] = '\0';
 	if (len == 0) {
 		SET_ERR("%s: empty key", path);
 		goto fail;
 	}
+	if (a->kind != KEY_HMAC) {
+		if (pubkey_load(a, buf, len, path, &pem, &pemlen, err,
+		    errlen) < 0)
+			goto fail;
+		free(buf);
+		*key = (unsigned char *)pem;
+		*key_len = pemlen;
+		return 0;
+	}
+	if (secret_suits(a, buf, len, path, err, errlen) < 0)
+		goto fail;
 	if (len > INT32_MAX) {
 		SET_ERR("%s: key too large", path);
 		goto fail;
@@ -305,12 +401,19 @@ nt_jwt_verifier_new(const struct nt_jwt_config *cfg,
 		SET_ERR("JWT leeway must be 0..86400 seconds");
 		return -1;
 	}
+	/* Ten years: past that a maximum age limits nothing. */
+	if (cfg->max_age_s < 0 || cfg->max_age_s > 10L * 366 * 86400) {
+		SET_ERR("maximum token age must be 0..3660 days");
+		return -1;
+	}
 	if ((v = calloc(1, sizeof(*v))) == NULL) {
 		SET_ERR("out of memory");
 		return -1;
 	}
 	v->alg = a;
 	v->leeway_s = cfg->leeway_s;
+	v->require_exp = cfg->require_exp;
+	v->max_age_s = cfg->max_age_s;
 	v->key_file = strdup_or_null(cfg->key_file, &failed);
 	v->issuer = strdup_or_null(cfg->issuer, &failed);
 	v->audience = strdup_or_null(cfg->audience, &failed);
@@ -366,10 +469,10 @@ static int
 header_alg_ok(const struct nt_jwt_verifier *v, const char *token,
     char *err, size_t errlen)
 {
-	unsigned char buf[NT_JWT_HEADER_MAX];
 	const char *dot, *alg;
+	unsigned char *buf;
 	json_t *hdr;
-	long n;
+	size_t n;
 	int ok;
 
 	dot = strchr(token, '.');
@@ -377,12 +480,15 @@ header_alg_ok(const struct nt_jwt_verifier *v, const char *token,
 		SET_ERR("malformed token");
 		return -1;
 	}
-	n = b64_decode(token, (size_t)(dot - token), 1, buf, sizeof(buf));
-	if (n <= 0) {
+	/* A header larger than this is no header of ours: do not decode it. */
+	if ((size_t)(dot - token) > NT_JWT_HEADER_MAX / 3 * 4 ||
+	    (buf = nt_jwt_b64url_decode(token, (size_t)(dot - token),
+	    &n)) == NULL) {
 		SET_ERR("malformed token header");
 		return -1;
 	}
-	hdr = json_loadb((const char *)buf, (size_t)n, 0, NULL);
+	hdr = n > 0 ? json_loadb((const char *)buf, n, 0, NULL) : NULL;
+	free(buf);
 	if (!json_is_object(hdr)) {
 		json_decref(hdr);
 		SET_ERR("malformed token header");
@@ -437,6 +543,45 @@ audience_ok(const json_t *aud, const char *want)
 	return 0;
 }
 
+/*
+ * The maximum token age (nt_jwt_config.max_age_s): iat is required, may
+ * not lie in the future beyond the leeway, may not be older than the
+ * maximum (plus leeway: the two clocks may differ), and exp - iat may not
+ * exceed the maximum (no leeway: both come from the issuer's clock).
+ */
+static int
+age_ok(const struct nt_jwt_verifier *v, const json_t *claims, double tnow,
+    const double *exp, char *err, size_t errlen)
+{
+	double iat = 0, max = (double)v->max_age_s;
+	double leeway = (double)v->leeway_s;
+	int r = numeric_date(claims, "iat", &iat);
+
+	if (r < 0) {
+		SET_ERR("iat claim is not a number");
+		return -1;
+	}
+	if (r == 0) {
+		SET_ERR("token has no iat claim (needed with a maximum token "
+		    "age)");
+		return -1;
+	}
+	if (iat > tnow + leeway) {
+		SET_ERR("token issued in the future (iat)");
+		return -1;
+	}
+	if (tnow - iat > max + leeway) {
+		SET_ERR("token older than the maximum token age (iat)");
+		return -1;
+	}
+	if (exp != NULL && *exp - iat > max) {
+		SET_ERR("token lifetime (exp - iat) longer than the maximum "
+		    "token age");
+		return -1;
+	}
+	return 0;
+}
+
 static int
 claims_ok(const struct nt_jwt_verifier *v, const json_t *claims,
     time_t now, char user[NT_USER_MAX + 1], char *err, size_t errlen)
@@ -450,11 +595,18 @@ claims_ok(const struct nt_jwt_verifier *v, const json_t *claims,
 		SET_ERR("exp claim is not a number");
 		return -1;
 	}
+	if (r == 0 && v->require_exp) {
+		SET_ERR("token has no exp claim");
+		return -1;
+	}
 	/* RFC 7519 4.1.4: valid only while now is before exp. */
 	if (r == 1 && tnow >= t + leeway) {
 		SET_ERR("token expired");
 		return -1;
 	}
+	if (v->max_age_s > 0 && age_ok(v, claims, tnow, r == 1 ? &t : NULL,
+	    err, errlen) < 0)
+		return -1;
 	if ((r = numeric_date(claims, "nbf", &t)) < 0) {
 		SET_ERR("nbf claim is not a number");
 		return -1;
@@ -575,6 +727,12 @@ nt_jwt_issue_hs(const struct nt_jwt_verifier *v, const char *user,
 		SET_ERR("the lifetime must be at least one second");
 		return -1;
 	}
+	/* This verifier would refuse the token: do not mint it. */
+	if (v->max_age_s > 0 && ttl_s > v->max_age_s) {
+		SET_ERR("the lifetime (%lds) is longer than the maximum token "
+		    "age (%lds)", ttl_s, v->max_age_s);
+		return -1;
+	}
 	if (jwt_new(&jwt) != 0) {
 		SET_ERR("out of memory");
 		return -1;
@@ -595,6 +753,21 @@ nt_jwt_issue_hs(const struct nt_jwt_verifier *v, const char *user,
 	}
 	/* libjwt's string is malloc'd; the caller free()s it. */
 	*token = out;
+	return 0;
+}
+
+int
+nt_jwt_claims_exp(const json_t *claims, time_t *exp)
+{
+	double t;
+
+	if (numeric_date(claims, "exp", &t) != 1 || !isfinite(t))
+		return -1;
+	t = floor(t);
+	/* Beyond 2^62 s nothing expires in practice; refuse, do not overflow. */
+	if (t < -4611686018427387904.0 || t > 4611686018427387904.0)
+		return -1;
+	*exp = (time_t)t;
 	return 0;
 }
 

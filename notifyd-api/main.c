@@ -35,8 +35,10 @@
  * unsigned) or that only main() needs. Read once, after nt_opt_parse.
  */
 static struct {
-	uint64_t          offline_ttl_ms, jwt_leeway_ms;
+	uint64_t          offline_ttl_ms, jwt_leeway_ms, jwt_max_age_ms;
 	uint64_t          connection_timeout_ms, redis_timeout_ms;
+	uint64_t          request_timeout_ms;
+	long long         max_targets;
 	long long         threads, max_connections, rate_burst;
 	const char       *jwt_secret_file, *jwt_public_key;
 	int               ready_fd;
@@ -133,6 +135,13 @@ static const struct nt_opt opts[] = {
 	{ "jwt-leeway", 0, "DURATION", "NOTIFYD_API_JWT_LEEWAY", "30s",
 	    nt_opt_duration, &flags.jwt_leeway_ms, 0, DAY_MS,
 	    "allowed clock skew for JWT exp and nbf" },
+	{ "require-exp", 0, "yes|no", "NOTIFYD_API_JWT_REQUIRE_EXP", "yes",
+	    nt_opt_switch, &cfg.jwt.require_exp, 0, 0,
+	    "refuse JWTs without an exp claim" },
+	{ "max-token-age", 0, "DURATION", "NOTIFYD_API_JWT_MAX_TOKEN_AGE", "0",
+	    nt_opt_duration, &flags.jwt_max_age_ms, 0, 3660 * DAY_MS,
+	    "refuse JWTs without iat, issued longer ago than this, or minted "
+	    "to live longer (0: off)" },
 	{ "max-body", 0, "BYTES", "NOTIFYD_API_MAX_BODY", "1M",
 	    nt_opt_size, &cfg.max_body, 64, 0,
 	    "largest request body" },
@@ -265,6 +274,8 @@ check_auth_config(void)
 	if (cfg.jwt.alg == NULL)
 		cfg.jwt.alg = sec != NULL ? "HS256" : "RS256";
 	cfg.jwt.leeway_s = (long)(flags.jwt_leeway_ms / 1000);
+	/* Whole seconds, rounded up so that 500ms does not mean off. */
+	cfg.jwt.max_age_s = (long)((flags.jwt_max_age_ms + 999) / 1000);
 }
 
 /* The rest of api_config, from what the table stored. */

@@ -30,6 +30,8 @@ static struct {
 	const char        *jwt_issuer;
 	const char        *jwt_audience;
 	uint64_t           jwt_leeway_ms;
+	int                jwt_require_exp;
+	uint64_t           jwt_max_age_ms;
 	enum nt_log_level  log_level;
 	const char        *issue_user;   /* --issue-token: mint, do not serve */
 	uint64_t           token_ttl_ms;
@@ -100,6 +102,13 @@ static const struct nt_opt opts[] = {
 	{ "jwt-leeway", 0, "duration", "NOTIFYD_JWT_LEEWAY", "30s",
 	  nt_opt_duration, &opt.jwt_leeway_ms, 0, DAY_MS,
 	  "clock skew allowed for exp and nbf" },
+	{ "require-exp", 0, "yes|no", "NOTIFYD_JWT_REQUIRE_EXP", "yes",
+	  nt_opt_switch, &opt.jwt_require_exp, 0, 0,
+	  "refuse tokens without an exp claim" },
+	{ "max-token-age", 0, "duration", "NOTIFYD_JWT_MAX_TOKEN_AGE", "0",
+	  nt_opt_duration, &opt.jwt_max_age_ms, 0, 3660 * DAY_MS,
+	  "refuse tokens without iat, issued longer ago than this, or "
+	  "minted to live longer (0: off)" },
 	{ "allowed-origin", 0, "list", "NOTIFYD_WS_ALLOWED_ORIGIN", NULL,
 	  nt_opt_string, &cfg.allowed_origins, 0, 0,
 	  "comma-separated origins allowed to open a WebSocket and to load "
@@ -219,6 +228,9 @@ jwt_config(struct nt_jwt_config *jc)
 	jc->issuer = opt.jwt_issuer;
 	jc->audience = opt.jwt_audience;
 	jc->leeway_s = (long)(opt.jwt_leeway_ms / 1000);
+	jc->require_exp = opt.jwt_require_exp;
+	/* Whole seconds, rounded up so that 500ms does not mean off. */
+	jc->max_age_s = (long)((opt.jwt_max_age_ms + 999) / 1000);
 	if (jc->key_file == NULL)
 		return fail(NT_EXIT_CONFIG, "no JWT key: %s is required for %s",
 		    nt_opt_where(&spec, is_hmac(opt.jwt_alg) ?

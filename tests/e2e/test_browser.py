@@ -123,7 +123,7 @@ def run_scenario(name, ws, redis, actions=None, ws2=None):
         "BROWSER_TEST_BASE": ws.base,
         "BROWSER_TEST_USER": USER,
         "BROWSER_TEST_TOKEN": mint(SECRET),
-        "BROWSER_TEST_BAD_TOKEN": mint(b"not-the-server-secret"),
+        "BROWSER_TEST_BAD_TOKEN": mint(b"not-the-server-secret-0123456789abcdef"),
         "BROWSER_TEST_REDIS": redis.url,
         "BROWSER_TEST_NOTIFY_SEND": bin_path("notify-send"),
         "BROWSER_TEST_ARTIFACTS": ARTIFACTS,

@@ -132,7 +132,7 @@ BAD_HS_TOKENS = {
     "empty_token": lambda: "",
     "garbage_token": lambda: "this-is-not-a-jwt",
     "three_garbage_parts": lambda: "abc.def.ghi",
-    "wrong_key": lambda: mint(key="not-the-secret", sub="alice"),
+    "wrong_key": lambda: mint(key="not-the-secret-0123456789abcdef-0123456789", sub="alice"),
     # The file holds SECRET + "\n"; only the newline is stripped.
     "secret_with_newline_kept": lambda: mint(key=SECRET + "\n", sub="alice"),
     "alg_none": lambda: mint_none(sub="alice"),
@@ -296,7 +296,7 @@ def test_sighup_reloads_the_secret_and_keeps_it_on_a_bad_file(redis, daemons,
     current key stays in use."""
     d, port = start_ws(daemons, redis, keys)
     with open(keys.secret_file, "w") as f:
-        f.write("rotated-secret\n")
+        f.write("rotated-secret-0123456789abcdef-0123456789\n")
     d.signal(signal.SIGHUP)
 
     def accepted(key):
@@ -304,11 +304,11 @@ def test_sighup_reloads_the_secret_and_keeps_it_on_a_bad_file(redis, daemons,
                               timeout=0.3))
         return ev[0] in ("open", "message")
 
-    wait_until(lambda: accepted("rotated-secret"), what="the new key")
+    wait_until(lambda: accepted("rotated-secret-0123456789abcdef-0123456789"), what="the new key")
     assert_refused(port, mint(sub="alice"), redis)      # the old secret
     with open(keys.secret_file, "w") as f:
         f.write("")
     d.signal(signal.SIGHUP)
     time.sleep(0.3)
     assert d.proc.poll() is None, "a bad reload must not stop the daemon"
-    assert accepted("rotated-secret")
+    assert accepted("rotated-secret-0123456789abcdef-0123456789")

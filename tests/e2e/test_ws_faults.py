@@ -393,7 +393,7 @@ def test_reuseport_lets_processes_share_one_port(redis, daemons, keys):
 def test_sighup_reloads_the_jwt_key(redis, daemons, keys, tmp_path):
     port = free_port()
     secret = tmp_path / "rotating.secret"
-    secret.write_text("first-secret-0123456789\n")
+    secret.write_text("first-secret-0123456789-0123456789\n")
     d = daemons("notifyd-ws", "--listen", f"127.0.0.1:{port}", "--redis",
                 redis.url, "--jwt-secret-file", str(secret))
 
@@ -406,11 +406,11 @@ def test_sighup_reloads_the_jwt_key(redis, daemons, keys, tmp_path):
                 return None
             except websockets.ConnectionClosed as e:
                 return e.rcvd.code if e.rcvd else None
-    old = mint(key="first-secret-0123456789", sub="alice")
-    new = mint(key="second-secret-9876543210", sub="alice")
+    old = mint(key="first-secret-0123456789-0123456789", sub="alice")
+    new = mint(key="second-secret-9876543210-9876543210", sub="alice")
     assert arun(code_for(old)) is None
     assert arun(code_for(new)) == 4001
-    secret.write_text("second-secret-9876543210\n")
+    secret.write_text("second-secret-9876543210-9876543210\n")
     d.signal(signal.SIGHUP)
 
     def rotated():

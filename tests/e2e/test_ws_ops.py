@@ -60,6 +60,8 @@ FLAGS = [
     ("jwt-issuer", "NOTIFYD_JWT_ISSUER", None),
     ("jwt-audience", "NOTIFYD_JWT_AUDIENCE", None),
     ("jwt-leeway", "NOTIFYD_JWT_LEEWAY", "30s"),
+    ("require-exp", "NOTIFYD_JWT_REQUIRE_EXP", "yes"),
+    ("max-token-age", "NOTIFYD_JWT_MAX_TOKEN_AGE", "0"),
     ("allowed-origin", "NOTIFYD_WS_ALLOWED_ORIGIN", None),
     ("trusted-proxy", "NOTIFYD_TRUSTED_PROXY", None),
     ("reuseport", "NOTIFYD_WS_REUSEPORT", None),

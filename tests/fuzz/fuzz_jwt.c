@@ -2,7 +2,9 @@
  * fuzz_jwt: nt_jwt_verify with an HS256 verifier on arbitrary tokens.
  * It must never crash, and must accept a token only when an independent
  * HMAC-SHA256 (OpenSSL) says the signature is right, the header names
- * HS256, and the token's sub is a valid user id.
+ * HS256, and the token's sub is a valid user id; the strict verifier,
+ * which requires exp and a maximum age, only when the verified claims
+ * hold an exp and an iat within that age.
  *
  * The first input byte picks the mode: even, the rest is the token as
  * given; odd, the rest is HEADER 0xff PAYLOAD (JSON texts) that this
@@ -22,7 +24,9 @@
 #include "nt_jwt.h"
 #include "nt_msg.h"
 
-#define SECRET "fuzz-secret-0123456789"
+/* 32 bytes or more: nt_jwt refuses shorter HS256 secrets. */
+#define SECRET "fuzz-secret-0123456789-0123456789"
+#define MAX_AGE 3600
 #define NOW    ((time_t)1764000000)  /* fixed: the corpus stays valid */
 #define TOKEN_MAX (16 * 1024)
 
@@ -30,7 +34,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct nt_jwt_verifier *verifier;
-/* The same secret, with iss and aud required and no leeway. */
+/*
+ * The same secret, with iss and aud required, no leeway, exp required
+ * and a maximum age of MAX_AGE.
+ */
 static struct nt_jwt_verifier *strict;
 
 int
@@ -56,6 +63,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	cfg.issuer = "me";
 	cfg.audience = "x";
 	cfg.leeway_s = 0;
+	cfg.require_exp = 1;
+	cfg.max_age_s = MAX_AGE;
 	if (nt_jwt_verifier_new(&cfg, &strict, err, sizeof(err)) < 0) {
 		fprintf(stderr, "fuzz_jwt: %s\n", err);
 		abort();
@@ -64,34 +73,28 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-/* Unpadded base64url of n bytes into out; returns the length. */
+/*
+ * Unpadded base64url of n bytes into out (room for 4 * (n + 2) / 3 + 1
+ * bytes); returns the length. libcrypto encodes the standard alphabet
+ * with padding: translate it, drop the padding.
+ */
 static size_t
 b64url(const unsigned char *in, size_t n, char *out)
 {
-	static const char tab[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	size_t i, o = 0;
-	uint32_t v;
+	int len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+	int i;
 
-	for (i = 0; i + 2 < n; i += 3) {
-		v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-		out[o++] = tab[v >> 18 & 63];
-		out[o++] = tab[v >> 12 & 63];
-		out[o++] = tab[v >> 6 & 63];
-		out[o++] = tab[v & 63];
-	}
-	if (n - i == 1) {
-		v = (uint32_t)in[i] << 16;
-		out[o++] = tab[v >> 18 & 63];
-		out[o++] = tab[v >> 12 & 63];
-	} else if (n - i == 2) {
-		v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-		out[o++] = tab[v >> 18 & 63];
-		out[o++] = tab[v >> 12 & 63];
-		out[o++] = tab[v >> 6 & 63];
-	}
-	out[o] = '\0';
-	return o;
+	if (len < 0)
+		abort();
+	while (len > 0 && out[len - 1] == '=')
+		len--;
+	out[len] = '\0';
+	for (i = 0; i < len; i++)
+		if (out[i] == '+')
+			out[i] = '-';
+		else if (out[i] == '/')
+			out[i] = '_';
+	return (size_t)len;
 }
 
 /* The signature of the n bytes of signing input, base64url, into out. */
@@ -131,15 +134,42 @@ check_accepted(const struct nt_jwt_verifier *v, const char *token,
 		abort();
 }
 
+/* What strict accepted must meet its lifetime rules. */
+static void
+check_lifetime(const json_t *claims)
+{
+	const json_t *exp = json_object_get(claims, "exp");
+	const json_t *iat = json_object_get(claims, "iat");
+	double e, i;
+
+	if (!json_is_number(exp) || !json_is_number(iat)) {
+		fprintf(stderr, "fuzz_jwt: strict accepted no exp or no iat\n");
+		abort();
+	}
+	e = json_number_value(exp);
+	i = json_number_value(iat);
+	if (!(e > (double)NOW) || !(i <= (double)NOW) ||
+	    !((double)NOW - i <= MAX_AGE) || !(e - i <= MAX_AGE)) {
+		fprintf(stderr, "fuzz_jwt: strict accepted a token out of "
+		    "its lifetime\n");
+		abort();
+	}
+}
+
 static void
 verify_with(const struct nt_jwt_verifier *v, const char *token)
 {
 	char user[NT_USER_MAX + 1], err[256] = "";
+	json_t *claims = NULL;
 
 	memset(user, 0, sizeof(user));
-	if (nt_jwt_verify(v, token, NOW, user, err, sizeof(err)) == 0)
+	if (nt_jwt_verify_claims(v, token, NOW, user, &claims, err,
+	    sizeof(err)) == 0) {
 		check_accepted(v, token, user);
-	else if (err[0] == '\0' || (strlen(token) >= 8 && strstr(err, token)))
+		if (v == strict)
+			check_lifetime(claims);
+		json_decref(claims);
+	} else if (err[0] == '\0' || (strlen(token) >= 8 && strstr(err, token)))
 		abort();  /* a reason is owed, and never quotes the token */
 }
 

@@ -55,16 +55,38 @@ struct nt_msg_req {
 	json_t     *data;        /* NULL: {}; must be an object */
 };
 
+/* Where a request comes from decides which keys it may carry. */
+enum nt_req_kind {
+	NT_REQ_SEND,      /* REST /api/notifications/send: "target_user" or "target_users" required */
+	NT_REQ_BROADCAST, /* REST /api/notifications/broadcast: no target key at all */
+	NT_REQ_LINE,      /* a notify-send --batch line: "target_user", or "broadcast": true */
+};
+
 /*
- * Read a REST/batch request body {"target_user", "notification_type",
- * "content", "channel", "data"} into req (pointers borrowed from obj,
- * valid while obj lives). "type" is accepted as an alias of
- * "notification_type". Unknown fields are ignored. Wrong types -> -1.
- * With allow_many, "target_users" is accepted and returned borrowed in
- * *many (an array, each element validated later); else it is an error.
+ * Check a parsed send request strictly and read it into req (pointers
+ * borrowed from obj). Keys: target_user, target_users (NT_REQ_SEND only;
+ * returned borrowed in *many, each element a valid user id, non-empty
+ * array), notification_type (or its alias "type", not both), content
+ * (required, a non-empty string), channel, data (object), broadcast
+ * (NT_REQ_LINE only, must be true). null is the same as absent for channel
+ * and data only. Unknown keys, wrong types, empty content, invalid user,
+ * type or channel names -> -1, with the offending key's name in field
+ * ("" when the request as a whole is wrong) and a sentence in err that
+ * names it. A request that does not say whom it is for is an error, never
+ * a broadcast. many may be NULL when kind is not NT_REQ_SEND.
+ *
+ * Keys are checked in the order the object holds them, so the first bad
+ * one is reported. A key from the input is shown in field and err
+ * escaped (control bytes as \u00XX, bytes that are not UTF-8 as \xXX)
+ * and cut to 40 bytes plus "...", so both are safe to echo into a
+ * terminal or a JSON answer; err and field are always valid UTF-8, also
+ * when cut short by errlen or fieldlen (either buffer may be NULL).
+ * Content length is not checked here: nt_msg_build does that against its
+ * limits, and gives the default type "info".
  */
-int nt_msg_req_from_json(json_t *obj, struct nt_msg_req *req,
-    json_t **many, char *err, size_t errlen);
+int nt_msg_req_parse(json_t *obj, enum nt_req_kind kind,
+    struct nt_msg_req *req, json_t **many, char *field, size_t fieldlen,
+    char *err, size_t errlen);
 
 /*
  * Validate req against lim and build a new message object with a fresh

@@ -366,39 +366,141 @@ send_certain(const struct setup *s, const char *id, const char *json,
 		errx(NT_EXIT_UNAVAILABLE, "%s", err);
 }
 
-/* One message from the flags and the MESSAGE words: 0 sent. */
-static int
-send_one(char **words, int nwords, const struct setup *s)
+/* What each key of a request is called on the command line. */
+static const struct {
+	const char *key, *flag;
+} key_flags[] = {
+	{ "target_user", "-u" },
+	{ "notification_type", "-t" },
+	{ "channel", "-c" },
+	{ "data", "-d" },
+	{ "content", "MESSAGE" },
+};
+
+static const char *
+flag_of(const char *key)
 {
-	struct nt_msg_req req;
-	struct nt_userlog_sent sent;
-	json_t *data = NULL, *msg;
+	size_t i;
+
+	for (i = 0; i < sizeof(key_flags) / sizeof(key_flags[0]); i++)
+		if (strcmp(key_flags[i].key, key) == 0)
+			return key_flags[i].flag;
+	return "request";
+}
+
+/* Set key to v (a new reference; NULL: the text was not UTF-8). */
+static int
+set_key(json_t *obj, const char *key, json_t *v, char *err, size_t errlen)
+{
+	if (v == NULL) {
+		snprintf(err, errlen, "%s: not valid UTF-8", flag_of(key));
+		return -1;
+	}
+	if (json_object_set_new(obj, key, v) != 0) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The request the flags make, written as the --batch line that says the
+ * same, so that both are checked by the one validator and cannot drift
+ * apart. A new reference, or NULL with the reason in err (-d that is not
+ * JSON, text that is not UTF-8).
+ */
+static json_t *
+flags_request(const char *content, char *err, size_t errlen)
+{
+	json_t *obj, *data = NULL;
 	json_error_t jerr;
-	char err[256], *content, *json;
-	size_t len;
-	int resent;
+	int rc;
 
 	if (cfg.data) {
-		data = json_loads(cfg.data, JSON_DECODE_ANY, &jerr);
-		if (data == NULL)
-			errx(NT_EXIT_DATAERR, "-d is not JSON: %s", jerr.text);
-		if (!json_is_object(data))
-			errx(NT_EXIT_DATAERR, "-d must be a JSON object");
+		data = json_loads(cfg.data, JSON_DECODE_ANY |
+		    JSON_REJECT_DUPLICATES, &jerr);
+		if (data == NULL) {
+			snprintf(err, errlen, "-d is not JSON: %s", jerr.text);
+			return NULL;
+		}
 	}
+	if ((obj = json_object()) == NULL) {
+		json_decref(data);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (cfg.user)
+		rc = set_key(obj, "target_user", json_string(cfg.user), err,
+		    errlen);
+	else
+		rc = set_key(obj, "broadcast", json_true(), err, errlen);
+	if (rc == 0)
+		rc = set_key(obj, "notification_type", json_string(cfg.type),
+		    err, errlen);
+	if (rc == 0)
+		rc = set_key(obj, "content", json_string(content), err, errlen);
+	if (rc == 0 && cfg.channel)
+		rc = set_key(obj, "channel", json_string(cfg.channel), err,
+		    errlen);
+	if (rc == 0 && data) {
+		rc = set_key(obj, "data", data, err, errlen);
+		data = NULL;
+	}
+	json_decref(data);
+	if (rc != 0) {
+		json_decref(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+/*
+ * The message the flags and MESSAGE words make, checked, built and
+ * encoded: 0, or -1 with the reason in err. Everything it allocates
+ * on the way is freed before it returns.
+ */
+static int
+message_from_flags(char **words, int nwords, const struct setup *s,
+    json_t **msg, char **json, size_t *len, char *err, size_t errlen)
+{
+	struct nt_msg_req req;
+	char field[64], why[256], *content;
+	json_t *obj;
+
 	if (nwords > 0)
 		content = join_words(words, nwords);
 	else
 		content = read_content(s->lim.max_content);
+	obj = flags_request(content, err, errlen);
+	free(content);  /* the request holds its own copy */
+	if (obj == NULL)
+		return -1;
+	*msg = NULL;
+	*json = NULL;
+	if (nt_msg_req_parse(obj, NT_REQ_LINE, &req, NULL, field,
+	    sizeof(field), why, sizeof(why)) != 0)
+		snprintf(err, errlen, "%s: %s", flag_of(field), why);
+	else if ((*msg = nt_msg_build(&req, &s->lim, err, errlen)) != NULL &&
+	    (*json = nt_msg_encode(*msg, &s->lim, len, err, errlen)) == NULL) {
+		json_decref(*msg);
+		*msg = NULL;
+	}
+	json_decref(obj);
+	return *json != NULL ? 0 : -1;
+}
 
-	memset(&req, 0, sizeof(req));
-	req.target_user = cfg.user;
-	req.type = cfg.type;
-	req.content = content;
-	req.channel = cfg.channel;
-	req.data = data;
-	if ((msg = nt_msg_build(&req, &s->lim, err, sizeof(err))) == NULL)
-		errx(NT_EXIT_DATAERR, "%s", err);
-	if ((json = nt_msg_encode(msg, &s->lim, &len, err, sizeof(err))) == NULL)
+/* One message from the flags and the MESSAGE words: 0 sent. */
+static int
+send_one(char **words, int nwords, const struct setup *s)
+{
+	struct nt_userlog_sent sent;
+	json_t *msg;
+	char err[384], *json;
+	size_t len;
+	int resent;
+
+	if (message_from_flags(words, nwords, s, &msg, &json, &len, err,
+	    sizeof(err)) != 0)
 		errx(NT_EXIT_DATAERR, "%s", err);
 
 	send_certain(s, nt_msg_id(msg), json, len, &sent, &resent);
@@ -413,8 +515,6 @@ send_one(char **words, int nwords, const struct setup *s)
 		report_sent(nt_msg_id(msg), &sent, resent);
 	free(json);
 	json_decref(msg);
-	json_decref(data);
-	free(content);
 	return NT_EXIT_OK;
 }
 
@@ -512,15 +612,21 @@ batch_queue(struct batch *b, long line, const char *text, size_t textlen)
 	size_t len;
 	int rc = -1;
 
-	obj = json_loadb(text, textlen, 0, &jerr);
+	/* A key given twice would otherwise be read as its last value. */
+	obj = json_loadb(text, textlen, JSON_REJECT_DUPLICATES, &jerr);
 	if (obj == NULL) {
-		snprintf(err, sizeof(err), "not JSON: %s", jerr.text);
+		if (json_error_code(&jerr) == json_error_duplicate_key)
+			snprintf(err, sizeof(err), "%s (a key may appear once)",
+			    jerr.text);
+		else
+			snprintf(err, sizeof(err), "not JSON: %s", jerr.text);
 		bad_line(b, line, err);
 		return -1;
 	}
 	msg = NULL;
 	json = NULL;
-	if (nt_msg_req_from_json(obj, &req, NULL, err, sizeof(err)) != 0 ||
+	if (nt_msg_req_parse(obj, NT_REQ_LINE, &req, NULL, NULL, 0, err,
+	    sizeof(err)) != 0 ||
 	    (msg = nt_msg_build(&req, &b->s->lim, err, sizeof(err))) == NULL ||
 	    (json = nt_msg_encode(msg, &b->s->lim, &len, err,
 	    sizeof(err))) == NULL) {

@@ -14,11 +14,9 @@
 #include "nt_msg.h"
 #include "nt_opt.h"
 #include "nt_proxy.h"
+#include "keys.h"
 
 #define API_PROG            "notifyd-api"  /* logs, errors, build_info */
-#define API_NAME_MAX        64   /* bytes of a key's NAME */
-#define API_KEY_MIN         16   /* shorter keys are refused: guessable */
-#define API_KEY_MAX         256
 #define API_MAX_RECIPIENTS  1000 /* target_users entries per request:
                                     one atomic send (NT_USERLOG_MAX_TARGETS) */
 
@@ -35,12 +33,16 @@ struct api_config {
 	struct nt_jwt_config jwt;
 	const char     *jwt_scope;
 	size_t          max_body;
+	unsigned        max_targets;    /* target_users entries */
+	size_t          max_fanout;     /* encoded bytes of one send, all
+	                                   recipients together */
 	struct nt_limits limits;
 	double          rate_per_s;     /* 0: no rate limit */
 	double          rate_burst;
 	unsigned        threads;
 	unsigned        max_connections;
 	unsigned        connection_timeout_s;
+	uint64_t        request_timeout_us;   /* first byte to whole request */
 	int             redis_timeout_ms;
 	struct nt_proxy_list trusted_proxies;  /* empty: trust no one */
 };
@@ -69,6 +71,14 @@ struct api_auth_config {
 
 struct api_auth;
 
+/* Whose bucket a request's tokens come from, as api_auth_check found it;
+ * a copy, so it stays valid across key reloads. */
+struct api_caller {
+	enum { API_CALLER_NONE, API_CALLER_ANON, API_CALLER_KEY,
+	    API_CALLER_JWT } kind;
+	char id[NT_USER_MAX + 1];   /* the key's name or the JWT subject */
+};
+
 /*
  * Read the keys file and/or the JWT key. With open, every request is let
  * in and the rate limit, if any, is one bucket shared by all callers.
@@ -87,15 +97,26 @@ size_t api_auth_count(const struct api_auth *a);
 /*
  * Check an Authorization header value (may be NULL) and take a token
  * from the caller's bucket. Thread-safe. name (API_NAME_MAX + 1 bytes)
- * gets the key's name ("jwt:SUBJECT" for a JWT) when known.
+ * gets the key's name ("jwt:SUBJECT" for a JWT) when known, and who
+ * the bucket it was charged to (kind NONE when none was).
  */
 enum api_auth_result api_auth_check(struct api_auth *a, const char *header,
-    unsigned *retry_after_s, char *name);
+    unsigned *retry_after_s, char *name, struct api_caller *who);
+
+/*
+ * Take n more tokens from who's bucket, all or none: a request that
+ * turns out to cost more than the one token api_auth_check took (one
+ * per recipient). API_AUTH_OK; API_AUTH_LIMITED with *retry_after_s the
+ * wait until n are there; API_AUTH_INVALID when the key went away in a
+ * reload since. Always OK without a rate limit. Thread-safe.
+ */
+enum api_auth_result api_auth_charge(struct api_auth *a,
+    const struct api_caller *who, double n, unsigned *retry_after_s);
+
+/* Tokens a bucket holds when full; 0 without a rate limit. */
+double api_auth_burst(const struct api_auth *a);
 
 void api_auth_free(struct api_auth *a);
-
-/* Parse "N", "N/s", "N/m" into requests per second; -1 when bad. */
-int api_rate_parse(const char *s, double *per_s);
 
 /* ---- store.c: one lazily connected Redis context per worker thread --- */
 
@@ -135,6 +156,9 @@ const char *api_route_name(enum api_route r);
 void api_metrics_request(enum api_route r, unsigned status,
     uint64_t elapsed_us);
 void api_metrics_redis_error(void);
+/* A connection cut off for not sending its request within
+ * --request-timeout. */
+void api_metrics_request_timeout(void);
 
 /* A malloc'd text/plain body (caller frees) or NULL. */
 char *api_metrics_render(size_t *len);

@@ -10,7 +10,6 @@
  * JWT signatures, algorithm, expiry, issuer and audience are checked by
  * lib/nt_jwt; the scope claim is then read from the verified claims.
  */
-#include <ctype.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -22,10 +21,10 @@
 #include <jansson.h>
 
 #include "api.h"
+#include "keys.h"
 #include "nt_config.h"
 #include "nt_jwt.h"
 
-#define KEYS_FILE_MAX (1024 * 1024)
 #define ANONYMOUS "anonymous"
 #define JWT_SLOTS 1024          /* rate buckets of JWT subjects */
 
@@ -35,9 +34,7 @@ struct bucket {
 };
 
 struct api_key {
-	char   name[API_NAME_MAX + 1];
-	char   key[API_KEY_MAX + 1];
-	size_t keylen;
+	struct api_keypair id;
 	struct bucket bucket;
 };
 
@@ -66,127 +63,37 @@ struct api_auth {
 	struct jwt_slot *slots;
 };
 
-static int
-name_valid(const char *s, size_t n)
+static void
+bucket_fill(struct api_auth *a, struct bucket *b)
 {
-	if (n == 0 || n > API_NAME_MAX)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && !strchr("_.:@-", s[i]))
-			return 0;
-	return 1;
+	b->tokens = a->burst;
+	b->refill_us = api_now_us();
 }
 
+/* Keys with fresh buckets, from the file at path. */
 static int
-key_valid(const char *s, size_t n)
+load_keys(struct api_auth *a, const char *path, struct api_key **out,
+    size_t *nout, char *err, size_t errlen)
 {
-	if (n < API_KEY_MIN || n > API_KEY_MAX)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!isgraph((unsigned char)s[i]))
-			return 0;
-	return 1;
-}
+	struct api_keypair *pairs;
+	struct api_key *keys;
+	size_t n;
 
-/* Parse one line into k; 0 ok, 1 blank/comment, -1 bad. */
-static int
-parse_line(char *line, struct api_key *k)
-{
-	char *p = line, *name, *key;
-	size_t nlen, klen;
-
-	while (*p == ' ' || *p == '\t' || *p == '\r')
-		p++;
-	if (*p == '\0' || *p == '#')
-		return 1;
-	name = p;
-	nlen = strcspn(p, " \t");
-	p += nlen;
-	while (*p == ' ' || *p == '\t')
-		p++;
-	key = p;
-	klen = strcspn(p, " \t\r");
-	p += klen;
-	while (*p == ' ' || *p == '\t' || *p == '\r')
-		p++;
-	if (*p != '\0' && *p != '#')
+	if (api_keys_load(path, &pairs, &n, err, errlen) < 0)
 		return -1;
-	if (!name_valid(name, nlen) || !key_valid(key, klen))
-		return -1;
-	memset(k, 0, sizeof(*k));
-	memcpy(k->name, name, nlen);
-	memcpy(k->key, key, klen);
-	k->keylen = klen;
-	return 0;
-}
-
-static int
-load_keys(const char *path, struct api_key **out, size_t *nout,
-    char *err, size_t errlen)
-{
-	char ferr[256];
-	size_t len, n = 0, cap = 0, lineno = 0;
-	char *buf = nt_file_read(path, KEYS_FILE_MAX, &len, ferr, sizeof(ferr));
-	struct api_key *keys = NULL, k;
-	char *save = NULL, *line;
-
-	if (buf == NULL) {
-		snprintf(err, errlen, "%s", ferr);
+	if ((keys = calloc(n, sizeof(*keys))) == NULL) {
+		api_keypairs_free(pairs, n);
+		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	/* strtok_r would merge empty lines and so miscount: split by hand. */
-	for (line = buf; line != NULL; line = save) {
-		save = strchr(line, '\n');
-		if (save != NULL)
-			*save++ = '\0';
-		lineno++;
-		int r = parse_line(line, &k);
-		if (r == 1)
-			continue;
-		if (r < 0) {
-			snprintf(err, errlen, "%s:%zu: expected NAME KEY "
-			    "(name [A-Za-z0-9_.:@-]{1,%d}, key %d..%d printable "
-			    "bytes)", path, lineno, API_NAME_MAX, API_KEY_MIN,
-			    API_KEY_MAX);
-			goto fail;
-		}
-		for (size_t i = 0; i < n; i++) {
-			if (strcmp(keys[i].name, k.name) == 0 ||
-			    (keys[i].keylen == k.keylen &&
-			    memcmp(keys[i].key, k.key, k.keylen) == 0)) {
-				snprintf(err, errlen, "%s:%zu: duplicate name or "
-				    "key", path, lineno);
-				goto fail;
-			}
-		}
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 8;
-			struct api_key *nk = realloc(keys, ncap * sizeof(*nk));
-			if (nk == NULL) {
-				snprintf(err, errlen, "out of memory");
-				goto fail;
-			}
-			keys = nk;
-			cap = ncap;
-		}
-		keys[n++] = k;
+	for (size_t i = 0; i < n; i++) {
+		keys[i].id = pairs[i];
+		bucket_fill(a, &keys[i].bucket);
 	}
-	if (n == 0) {
-		snprintf(err, errlen, "%s: no keys", path);
-		goto fail;
-	}
-	explicit_bzero(buf, len);
-	free(buf);
+	api_keypairs_free(pairs, n);
 	*out = keys;
 	*nout = n;
 	return 0;
-fail:
-	explicit_bzero(buf, len);
-	free(buf);
-	if (keys != NULL)
-		explicit_bzero(keys, cap * sizeof(*keys));
-	free(keys);
-	return -1;
 }
 
 static void
@@ -195,13 +102,6 @@ free_keys(struct api_key *keys, size_t n)
 	if (keys != NULL)
 		explicit_bzero(keys, n * sizeof(*keys));
 	free(keys);
-}
-
-static void
-bucket_fill(struct api_auth *a, struct bucket *b)
-{
-	b->tokens = a->burst;
-	b->refill_us = api_now_us();
 }
 
 int
@@ -226,10 +126,9 @@ api_auth_new(const struct api_auth_config *cfg, struct api_auth **out,
 			snprintf(err, errlen, "out of memory");
 			goto fail;
 		}
-		if (load_keys(a->path, &a->keys, &a->nkeys, err, errlen) < 0)
+		if (load_keys(a, a->path, &a->keys, &a->nkeys, err,
+		    errlen) < 0)
 			goto fail;
-		for (size_t i = 0; i < a->nkeys; i++)
-			bucket_fill(a, &a->keys[i].bucket);
 	}
 	if (cfg->jwt != NULL) {
 		char jerr[256];
@@ -270,14 +169,13 @@ api_auth_reload(struct api_auth *a, size_t *nkeys, char *err, size_t errlen)
 		*nkeys = 0;
 		return 0;
 	}
-	if (load_keys(a->path, &keys, &n, err, errlen) < 0)
+	if (load_keys(a, a->path, &keys, &n, err, errlen) < 0)
 		return -1;
 	pthread_mutex_lock(&a->lock);
 	for (size_t i = 0; i < n; i++) {
-		bucket_fill(a, &keys[i].bucket);
 		/* A reload must not hand a limited caller a fresh burst. */
 		for (size_t j = 0; j < a->nkeys; j++) {
-			if (strcmp(keys[i].name, a->keys[j].name) == 0) {
+			if (strcmp(keys[i].id.name, a->keys[j].id.name) == 0) {
 				keys[i].bucket = a->keys[j].bucket;
 				break;
 			}
@@ -303,31 +201,31 @@ api_auth_count(const struct api_auth *a)
 static unsigned
 ct_compare(const struct api_key *k, const char *tok, size_t toklen)
 {
-	unsigned diff = (unsigned)(k->keylen != toklen);
+	unsigned diff = (unsigned)(k->id.keylen != toklen);
 
-	for (size_t i = 0; i < k->keylen; i++)
-		diff |= (unsigned char)(k->key[i] ^ tok[i % toklen]);
+	for (size_t i = 0; i < k->id.keylen; i++)
+		diff |= (unsigned char)(k->id.key[i] ^ tok[i % toklen]);
 	return diff;
 }
 
-/* Take one token; 0 ok, else seconds until one is there. */
+/* Take n tokens or none; 0 ok, else seconds until n are there. */
 static unsigned
-bucket_take(struct api_auth *a, struct bucket *k)
+bucket_take(struct api_auth *a, struct bucket *k, double n)
 {
 	uint64_t now = api_now_us();
-	double add;
+	double add, wait;
 
 	if (a->rate_per_s <= 0)
 		return 0;
 	add = (double)(now - k->refill_us) / 1e6 * a->rate_per_s;
 	k->tokens = fmin(a->burst, k->tokens + add);
 	k->refill_us = now;
-	if (k->tokens >= 1.0) {
-		k->tokens -= 1.0;
+	if (k->tokens >= n) {
+		k->tokens -= n;
 		return 0;
 	}
-	double wait = ceil((1.0 - k->tokens) / a->rate_per_s);
-	return wait < 1 ? 1 : (unsigned)wait;
+	wait = ceil((n - k->tokens) / a->rate_per_s);
+	return wait < 1 ? 1 : wait > 1e9 ? 1000000000u : (unsigned)wait;
 }
 
 static const char *
@@ -461,9 +359,19 @@ looks_like_jwt(const char *tok, size_t len)
 	return dots == 2;
 }
 
+/* The key named name, or NULL. Called with a->lock held. */
+static struct api_key *
+key_by_name(struct api_auth *a, const char *name)
+{
+	for (size_t i = 0; i < a->nkeys; i++)
+		if (strcmp(a->keys[i].id.name, name) == 0)
+			return &a->keys[i];
+	return NULL;
+}
+
 enum api_auth_result
 api_auth_check(struct api_auth *a, const char *header,
-    unsigned *retry_after_s, char *name)
+    unsigned *retry_after_s, char *name, struct api_caller *who)
 {
 	struct bucket *b = NULL;
 	struct api_key *k;
@@ -474,8 +382,10 @@ api_auth_check(struct api_auth *a, const char *header,
 
 	*retry_after_s = 0;
 	name[0] = '\0';
+	memset(who, 0, sizeof(*who));
 	if (a->open) {
 		snprintf(name, API_NAME_MAX + 1, "%s", ANONYMOUS);
+		who->kind = API_CALLER_ANON;
 		pthread_mutex_lock(&a->lock);
 		b = &a->anon;
 	} else if ((tok = bearer_token(header, &toklen)) == NULL) {
@@ -484,21 +394,67 @@ api_auth_check(struct api_auth *a, const char *header,
 		/* Verify outside the bucket lock: RSA is slow. */
 		if ((res = check_jwt(a, tok, sub, name)) != API_AUTH_OK)
 			return res;
+		who->kind = API_CALLER_JWT;
+		snprintf(who->id, sizeof(who->id), "%s", sub);
 		pthread_mutex_lock(&a->lock);
 		b = jwt_bucket(a, sub);
 	} else {
 		pthread_mutex_lock(&a->lock);
 		if ((k = key_match(a, tok, toklen)) != NULL) {
-			memcpy(name, k->name, strlen(k->name) + 1);
+			memcpy(name, k->id.name, strlen(k->id.name) + 1);
+			who->kind = API_CALLER_KEY;
+			memcpy(who->id, k->id.name, strlen(k->id.name) + 1);
 			b = &k->bucket;
 		} else {
 			res = API_AUTH_INVALID;
 		}
 	}
-	if (b != NULL && (*retry_after_s = bucket_take(a, b)) > 0)
+	if (b != NULL && (*retry_after_s = bucket_take(a, b, 1.0)) > 0)
 		res = API_AUTH_LIMITED;
 	pthread_mutex_unlock(&a->lock);
 	return res;
+}
+
+enum api_auth_result
+api_auth_charge(struct api_auth *a, const struct api_caller *who, double n,
+    unsigned *retry_after_s)
+{
+	struct bucket *b = NULL;
+	struct api_key *k;
+	enum api_auth_result res = API_AUTH_OK;
+
+	*retry_after_s = 0;
+	if (a->rate_per_s <= 0 || n <= 0)
+		return API_AUTH_OK;
+	pthread_mutex_lock(&a->lock);
+	switch (who->kind) {
+	case API_CALLER_ANON:
+		b = &a->anon;
+		break;
+	case API_CALLER_JWT:
+		b = jwt_bucket(a, who->id);
+		break;
+	case API_CALLER_KEY:
+		/* By name: a reload may have moved or removed the key. */
+		if ((k = key_by_name(a, who->id)) != NULL)
+			b = &k->bucket;
+		else
+			res = API_AUTH_INVALID;
+		break;
+	case API_CALLER_NONE:
+		res = API_AUTH_INVALID;
+		break;
+	}
+	if (b != NULL && (*retry_after_s = bucket_take(a, b, n)) > 0)
+		res = API_AUTH_LIMITED;
+	pthread_mutex_unlock(&a->lock);
+	return res;
+}
+
+double
+api_auth_burst(const struct api_auth *a)
+{
+	return a->rate_per_s > 0 ? a->burst : 0;
 }
 
 void
@@ -514,24 +470,4 @@ api_auth_free(struct api_auth *a)
 	pthread_rwlock_destroy(&a->jwt_lock);
 	pthread_mutex_destroy(&a->lock);
 	free(a);
-}
-
-int
-api_rate_parse(const char *s, double *per_s)
-{
-	char *end;
-	double v;
-
-	if (s == NULL || !isdigit((unsigned char)s[0]))
-		return -1;
-	v = strtod(s, &end);
-	if (end == s || !isfinite(v) || v < 0 || v > 1e9)
-		return -1;
-	if (*end == '\0' || strcmp(end, "/s") == 0)
-		*per_s = v;
-	else if (strcmp(end, "/m") == 0)
-		*per_s = v / 60.0;
-	else
-		return -1;
-	return 0;
 }

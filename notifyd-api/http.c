@@ -32,6 +32,8 @@
 #include "nt_msg.h"
 #include "nt_redis.h"
 #include "nt_userlog.h"
+#include "nt_uuid.h"
+#include "watchdog.h"
 
 _Static_assert(API_MAX_RECIPIENTS <= NT_USERLOG_MAX_TARGETS,
     "target_users must fit in one atomic send");
@@ -54,6 +56,7 @@ struct api_server {
 	struct MHD_Daemon       *mhd;
 	const struct api_config *cfg;
 	struct api_auth         *auth;
+	struct api_watchdog     *watchdog;
 	int                      draining;   /* atomic */
 	unsigned                 in_flight;  /* atomic */
 };
@@ -68,6 +71,9 @@ struct request {
 	char      client[64];    /* the peer, or the client behind a proxy */
 	char      user[NT_USER_MAX + 1];   /* /api/users/{user}/online */
 	char      key_name[API_NAME_MAX + 1];
+	struct api_caller caller;  /* whose bucket pays for recipients */
+	int       has_body;      /* a Content-Length over 0, or chunked */
+	int       close_after;   /* answer "Connection: close" */
 	int       json_body;     /* Content-Type is application/json */
 	int       too_large;
 	char     *body;
@@ -96,7 +102,8 @@ queue(struct api_server *s, struct MHD_Connection *conn, struct request *rq,
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	if (hname != NULL)
 		MHD_add_response_header(resp, hname, hvalue);
-	if (__atomic_load_n(&s->draining, __ATOMIC_RELAXED))
+	if (rq->close_after || __atomic_load_n(&s->draining,
+	    __ATOMIC_RELAXED))
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	ret = MHD_queue_response(conn, status, resp);
 	MHD_destroy_response(resp);
@@ -118,6 +125,25 @@ respond_json(struct api_server *s, struct MHD_Connection *conn,
 	    JSON_TYPE, hname, hvalue);
 }
 
+/*
+ * {"status":"error","error":msg}, plus "field" naming the request key
+ * or parameter at fault when there is one (field NULL or "": none).
+ */
+static enum MHD_Result
+respond_error_text(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq, unsigned status, const char *hname,
+    const char *hvalue, const char *field, const char *msg)
+{
+	json_t *obj;
+
+	if (status >= 500)
+		nt_log_warn("%s: %u %s", api_route_name(rq->route), status, msg);
+	obj = json_pack("{s:s, s:s}", "status", "error", "error", msg);
+	if (obj != NULL && field != NULL && field[0] != '\0')
+		json_object_set_new(obj, "field", json_string(field));
+	return respond_json(s, conn, rq, status, obj, hname, hvalue);
+}
+
 __attribute__((format(printf, 7, 8)))
 static enum MHD_Result
 respond_error(struct api_server *s, struct MHD_Connection *conn,
@@ -130,14 +156,14 @@ respond_error(struct api_server *s, struct MHD_Connection *conn,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (status >= 500)
-		nt_log_warn("%s: %u %s", api_route_name(rq->route), status, msg);
-	return respond_json(s, conn, rq, status,
-	    json_pack("{s:s, s:s}", "status", "error", "error", msg),
-	    hname, hvalue);
+	return respond_error_text(s, conn, rq, status, hname, hvalue, NULL,
+	    msg);
 }
 
 #define ERR(st, ...) respond_error(s, conn, rq, (st), NULL, NULL, __VA_ARGS__)
+/* A 400 about one key of the request. */
+#define ERR_FIELD(field, msg) respond_error_text(s, conn, rq, \
+    MHD_HTTP_BAD_REQUEST, NULL, NULL, (field), (msg))
 
 /* ---- routing ----------------------------------------------------------- */
 
@@ -345,36 +371,111 @@ sent_answer(const char *const *users, const char *const *ids, size_t n,
 	    "notifications sent", "ids", idlist, "results", results);
 }
 
+/*
+ * The rest of a request's price: one rate-limit token per recipient, the
+ * first of which api_auth_check took with the headers. All or none, so
+ * a refused request sends nothing. 0: paid; -1: answered, with what
+ * queuing the answer returned in *ret.
+ */
+static int
+charge_recipients(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq, size_t n, enum MHD_Result *ret)
+{
+	double burst = api_auth_burst(s->auth);
+	unsigned retry = 0;
+	char retry_s[16];
+
+	if (n <= 1)
+		return 0;
+	if (burst > 0 && (double)n > burst) {
+		/* No wait would ever do: say which limit to raise instead. */
+		*ret = ERR(MHD_HTTP_CONTENT_TOO_LARGE, "%zu recipients cost %zu "
+		    "rate-limit tokens, more than the %.0f of --rate-burst",
+		    n, n, burst);
+		return -1;
+	}
+	switch (api_auth_charge(s->auth, &rq->caller, (double)(n - 1),
+	    &retry)) {
+	case API_AUTH_OK:
+		return 0;
+	case API_AUTH_LIMITED:
+		snprintf(retry_s, sizeof(retry_s), "%u", retry);
+		*ret = respond_error(s, conn, rq, MHD_HTTP_TOO_MANY_REQUESTS,
+		    MHD_HTTP_HEADER_RETRY_AFTER, retry_s, "rate limit exceeded "
+		    "for key %s: %zu recipients cost %zu tokens", rq->key_name,
+		    n, n);
+		return -1;
+	default:
+		*ret = respond_error(s, conn, rq, MHD_HTTP_UNAUTHORIZED,
+		    MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+		    "Bearer error=\"invalid_token\"", "invalid credentials");
+		return -1;
+	}
+}
+
+/*
+ * The encoded messages for users[0..n) (users[0] NULL: a broadcast),
+ * into texts/lens/ids. Each message object is freed as soon as it is
+ * encoded, so the memory a send holds is its encoded bytes, which
+ * --max-fanout bounds: 0, or the status to answer with and err.
+ */
+static unsigned
+encode_all(struct api_server *s, struct nt_msg_req *req,
+    const char *const *users, size_t n, char **texts, size_t *lens,
+    char (*idbuf)[NT_UUID_STRLEN + 1], char *err, size_t errlen)
+{
+	size_t total = 0;
+	json_t *msg;
+
+	for (size_t i = 0; i < n; i++) {
+		req->target_user = users[i];
+		if ((msg = nt_msg_build(req, &s->cfg->limits, err,
+		    errlen)) == NULL)
+			return MHD_HTTP_BAD_REQUEST;
+		snprintf(idbuf[i], sizeof(idbuf[i]), "%s", nt_msg_id(msg));
+		texts[i] = nt_msg_encode(msg, &s->cfg->limits, &lens[i], err,
+		    errlen);
+		json_decref(msg);
+		if (texts[i] == NULL)
+			return MHD_HTTP_BAD_REQUEST;
+		total += lens[i];
+		if (total > s->cfg->max_fanout) {
+			snprintf(err, errlen, "the messages for %zu recipients "
+			    "come to more than --max-fanout (%zu bytes): send "
+			    "fewer recipients or less content", n,
+			    s->cfg->max_fanout);
+			return MHD_HTTP_CONTENT_TOO_LARGE;
+		}
+	}
+	return 0;
+}
+
 /* Build, send and answer for the recipients users[0..n) (NULL: broadcast). */
 static enum MHD_Result
 deliver(struct api_server *s, struct MHD_Connection *conn, struct request *rq,
     struct nt_msg_req *req, const char **users, size_t n, int many)
 {
-	json_t **msgs = calloc(n, sizeof(*msgs));
 	char **texts = calloc(n, sizeof(*texts));
+	char (*idbuf)[NT_UUID_STRLEN + 1] = calloc(n, sizeof(*idbuf));
 	const char **ids = calloc(n, sizeof(*ids));
 	size_t *lens = calloc(n, sizeof(*lens));
 	struct nt_userlog_sent *sent = calloc(n, sizeof(*sent));
 	char err[512];
 	unsigned status = 0;
-	enum MHD_Result ret;
+	enum MHD_Result ret = MHD_YES;
 
-	if (msgs == NULL || texts == NULL || ids == NULL || lens == NULL ||
+	if (texts == NULL || idbuf == NULL || ids == NULL || lens == NULL ||
 	    sent == NULL) {
 		snprintf(err, sizeof(err), "out of memory");
 		status = MHD_HTTP_INTERNAL_SERVER_ERROR;
 	}
-	for (size_t i = 0; status == 0 && i < n; i++) {
-		req->target_user = users[i];
-		msgs[i] = nt_msg_build(req, &s->cfg->limits, err, sizeof(err));
-		if (msgs[i] != NULL) {
-			ids[i] = nt_msg_id(msgs[i]);
-			texts[i] = nt_msg_encode(msgs[i], &s->cfg->limits,
-			    &lens[i], err, sizeof(err));
-		}
-		if (msgs[i] == NULL || texts[i] == NULL)
-			status = MHD_HTTP_BAD_REQUEST;
-	}
+	for (size_t i = 0; status == 0 && i < n; i++)
+		ids[i] = idbuf[i];
+	if (status == 0)
+		status = encode_all(s, req, users, n, texts, lens, idbuf, err,
+		    sizeof(err));
+	if (status == 0 && charge_recipients(s, conn, rq, n, &ret) < 0)
+		goto out;   /* answered */
 	if (status == 0)
 		status = send_all(s, users, ids, (const char *const *)texts,
 		    lens, n, sent, err, sizeof(err));
@@ -383,12 +484,11 @@ deliver(struct api_server *s, struct MHD_Connection *conn, struct request *rq,
 	else
 		ret = respond_json(s, conn, rq, MHD_HTTP_OK,
 		    sent_answer(users, ids, n, sent, many), NULL, NULL);
-	for (size_t i = 0; msgs != NULL && texts != NULL && i < n; i++) {
-		json_decref(msgs[i]);
+out:
+	for (size_t i = 0; texts != NULL && i < n; i++)
 		free(texts[i]);
-	}
-	free(msgs);
 	free(texts);
+	free(idbuf);
 	free(ids);
 	free(lens);
 	free(sent);
@@ -419,17 +519,25 @@ parse_body(struct request *rq, char *err, size_t errlen)
 	return root;
 }
 
-/* target_users: non-empty, bounded, valid and distinct ids. */
-static int
-collect_users(json_t *many, const char **users, size_t *n, char *err,
-    size_t errlen)
+/*
+ * target_users, which nt_msg_req_parse found a non-empty array of valid
+ * ids: distinct, and at most --max-targets of them (checked first, so
+ * that the quadratic duplicate check is bounded). 0, or the status.
+ */
+static unsigned
+collect_users(json_t *many, unsigned max, const char **users, size_t *n,
+    char *err, size_t errlen)
 {
 	size_t count = json_array_size(many);
 
-	if (count == 0 || count > API_MAX_RECIPIENTS) {
-		snprintf(err, errlen, "\"target_users\" must hold 1 to %d user "
-		    "ids", API_MAX_RECIPIENTS);
-		return -1;
+	if (count > max) {
+		snprintf(err, errlen, "\"target_users\" holds %zu user ids, "
+		    "over --max-targets (%u)", count, max);
+		return MHD_HTTP_CONTENT_TOO_LARGE;
+	}
+	if (count == 0) {
+		snprintf(err, errlen, "\"target_users\" is empty");
+		return MHD_HTTP_BAD_REQUEST;
 	}
 	for (size_t i = 0; i < count; i++) {
 		const char *u = json_string_value(json_array_get(many, i));
@@ -437,17 +545,17 @@ collect_users(json_t *many, const char **users, size_t *n, char *err,
 		if (u == NULL) {
 			snprintf(err, errlen, "\"target_users\"[%zu] must be a "
 			    "string", i);
-			return -1;
+			return MHD_HTTP_BAD_REQUEST;
 		}
 		if (nt_user_valid(u, verr, sizeof(verr)) < 0) {
 			snprintf(err, errlen, "\"target_users\"[%zu]: %s", i, verr);
-			return -1;
+			return MHD_HTTP_BAD_REQUEST;
 		}
 		for (size_t j = 0; j < i; j++) {
 			if (strcmp(users[j], u) == 0) {
 				snprintf(err, errlen, "\"target_users\"[%zu]: "
 				    "duplicate user id", i);
-				return -1;
+				return MHD_HTTP_BAD_REQUEST;
 			}
 		}
 		users[i] = u;
@@ -460,23 +568,19 @@ static enum MHD_Result
 handle_send(struct api_server *s, struct MHD_Connection *conn,
     struct request *rq)
 {
-	char err[512];
+	char err[512], field[64];
 	struct nt_msg_req req;
 	json_t *root, *many = NULL;
 	const char **users = NULL;
 	size_t n = 1;
+	unsigned status;
 	enum MHD_Result ret;
 
 	if ((root = parse_body(rq, err, sizeof(err))) == NULL)
 		return ERR(MHD_HTTP_BAD_REQUEST, "%s", err);
-	if (nt_msg_req_from_json(root, &req, &many, err, sizeof(err)) < 0) {
-		ret = ERR(MHD_HTTP_BAD_REQUEST, "%s", err);
-		goto out;
-	}
-	if (many == NULL && req.target_user == NULL) {
-		ret = ERR(MHD_HTTP_BAD_REQUEST, "\"target_user\" (or "
-		    "\"target_users\") is required; use /api/notifications/"
-		    "broadcast to reach everyone");
+	if (nt_msg_req_parse(root, NT_REQ_SEND, &req, &many, field,
+	    sizeof(field), err, sizeof(err)) < 0) {
+		ret = ERR_FIELD(field, err);
 		goto out;
 	}
 	users = calloc(many ? json_array_size(many) + 1 : 1, sizeof(*users));
@@ -485,8 +589,10 @@ handle_send(struct api_server *s, struct MHD_Connection *conn,
 		goto out;
 	}
 	users[0] = req.target_user;
-	if (many != NULL && collect_users(many, users, &n, err, sizeof(err)) < 0)
-		ret = ERR(MHD_HTTP_BAD_REQUEST, "%s", err);
+	if (many != NULL && (status = collect_users(many,
+	    s->cfg->max_targets, users, &n, err, sizeof(err))) != 0)
+		ret = respond_error_text(s, conn, rq, status, NULL, NULL,
+		    "target_users", err);
 	else
 		ret = deliver(s, conn, rq, &req, users, n, many != NULL);
 out:
@@ -495,48 +601,116 @@ out:
 	return ret;
 }
 
-static const char *
-query(struct MHD_Connection *conn, const char *name)
+/* The parameters of the query-string form of a broadcast, as an object. */
+struct query_args {
+	json_t     *obj;
+	char        bad[64];    /* the first parameter at fault */
+	const char *why;
+};
+
+static enum MHD_Result
+query_collect(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
 {
-	const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND,
-	    name);
-	return v != NULL && v[0] != '\0' ? v : NULL;
+	struct query_args *q = cls;
+
+	json_t *v;
+
+	/* Twice the same name: which one counts would be a guess. */
+	if (json_object_get(q->obj, key) != NULL)
+		q->why = "is repeated";
+	else if (value == NULL)
+		q->why = "has no value";
+	else if ((v = json_string(value)) == NULL ||
+	    json_object_set_new(q->obj, key, v) != 0)
+		q->why = "is not valid UTF-8";
+	if (q->why == NULL)
+		return MHD_YES;
+	snprintf(q->bad, sizeof(q->bad), "%s", key);
+	return MHD_NO;
+}
+
+/*
+ * The seed's form, everything in the query string, read as the JSON
+ * form is (nt_msg_req_parse): an unknown or repeated parameter and an
+ * empty content are errors, named in "field". NULL when answered;
+ * else an object the caller frees, req borrowing from it.
+ */
+static json_t *
+query_request(struct api_server *s, struct MHD_Connection *conn,
+    struct request *rq, struct nt_msg_req *req, enum MHD_Result *ret)
+{
+	struct query_args q = { .obj = json_object() };
+	char err[512], field[64];
+
+	*ret = MHD_NO;
+	if (q.obj == NULL) {
+		*ret = ERR(MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		return NULL;
+	}
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, query_collect,
+	    &q);
+	if (q.why != NULL) {
+		snprintf(err, sizeof(err), "query parameter \"%s\" %s", q.bad,
+		    q.why);
+		*ret = ERR_FIELD(q.bad, err);
+	} else if (json_object_size(q.obj) == 0) {
+		*ret = ERR_FIELD("", "no notification: give notification_type "
+		    "and content as query parameters or in a JSON body");
+	} else if (nt_msg_req_parse(q.obj, NT_REQ_BROADCAST, req, NULL, field,
+	    sizeof(field), err, sizeof(err)) < 0) {
+		*ret = ERR_FIELD(field, err);
+	} else if (req->type == NULL) {
+		/* The seed required both here; clients rely on it failing. */
+		*ret = ERR_FIELD("notification_type", "no \"notification_type"
+		    "\": the query-string form needs it and \"content\"");
+	} else {
+		return q.obj;
+	}
+	json_decref(q.obj);
+	return NULL;
+}
+
+/* Query parameters beside a JSON body would be silently ignored. */
+static enum MHD_Result
+count_args(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	(*(unsigned *)cls)++;
+	return MHD_YES;
 }
 
 static enum MHD_Result
 handle_broadcast(struct api_server *s, struct MHD_Connection *conn,
     struct request *rq)
 {
-	char err[512];
+	char err[512], field[64];
 	struct nt_msg_req req;
 	const char *none = NULL;
 	json_t *root = NULL;
-	enum MHD_Result ret;
+	unsigned nargs = 0;
+	enum MHD_Result ret = MHD_NO;
 
 	if (rq->len > 0 && !rq->json_body)
 		return ERR(MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must "
 		    "be application/json");
 	if (rq->len == 0) {
-		/* The seed's form: everything in the query string. */
-		memset(&req, 0, sizeof(req));
-		req.type = query(conn, "notification_type");
-		if (req.type == NULL)
-			req.type = query(conn, "type");
-		req.content = query(conn, "content");
-		req.channel = query(conn, "channel");
-		if (req.type == NULL || req.content == NULL)
-			return ERR(MHD_HTTP_BAD_REQUEST, "notification_type and "
-			    "content are required, as query parameters or in a "
-			    "JSON body");
-		return deliver(s, conn, rq, &req, &none, 1, 0);
+		if ((root = query_request(s, conn, rq, &req, &ret)) == NULL)
+			return ret;
+		ret = deliver(s, conn, rq, &req, &none, 1, 0);
+		json_decref(root);
+		return ret;
 	}
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, count_args,
+	    &nargs);
+	if (nargs > 0)
+		return ERR_FIELD("", "give the notification as query "
+		    "parameters or as a JSON body, not both");
 	if ((root = parse_body(rq, err, sizeof(err))) == NULL)
 		return ERR(MHD_HTTP_BAD_REQUEST, "%s", err);
-	if (nt_msg_req_from_json(root, &req, NULL, err, sizeof(err)) < 0)
-		ret = ERR(MHD_HTTP_BAD_REQUEST, "%s", err);
-	else if (req.target_user != NULL)
-		ret = ERR(MHD_HTTP_BAD_REQUEST, "a broadcast has no "
-		    "\"target_user\"; use /api/notifications/send");
+	if (nt_msg_req_parse(root, NT_REQ_BROADCAST, &req, NULL, field,
+	    sizeof(field), err, sizeof(err)) < 0)
+		ret = ERR_FIELD(field, err);
 	else
 		ret = deliver(s, conn, rq, &req, &none, 1, 0);
 	json_decref(root);
@@ -638,7 +812,8 @@ check_auth(struct api_server *s, struct MHD_Connection *conn,
 	const char *hdr = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 	    MHD_HTTP_HEADER_AUTHORIZATION);
 
-	switch (api_auth_check(s->auth, hdr, &retry, rq->key_name)) {
+	switch (api_auth_check(s->auth, hdr, &retry, rq->key_name,
+	    &rq->caller)) {
 	case API_AUTH_OK:
 		return MHD_YES;
 	case API_AUTH_MISSING:
@@ -668,15 +843,106 @@ check_auth(struct api_server *s, struct MHD_Connection *conn,
 	return MHD_NO;
 }
 
+/* The headers that say where a request's body ends. */
+struct framing {
+	unsigned    n_cl, n_te;
+	const char *cl, *te;
+	int         spaced_name;   /* "Content-Length :" and the like */
+};
+
+static enum MHD_Result
+framing_collect(void *cls, enum MHD_ValueKind kind, const char *key,
+    const char *value)
+{
+	struct framing *f = cls;
+
+	/*
+	 * libmicrohttpd keeps "Content-Length :" as a header of another
+	 * name and reads no body, where a lenient proxy reads one (RFC 9112
+	 * section 5.1 says to refuse such a request).
+	 */
+	if (strpbrk(key, " \t") != NULL)
+		f->spaced_name = 1;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		f->n_cl++;
+		f->cl = value != NULL ? value : "";
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		f->n_te++;
+		f->te = value != NULL ? value : "";
+	}
+	return MHD_YES;
+}
+
+/*
+ * Where the body ends must be beyond doubt. When a proxy in front reads
+ * the framing one way and libmicrohttpd another (it takes the first of
+ * two Content-Lengths, a proxy may take the last), the rest of one
+ * request's body becomes the next request: request smuggling. So every
+ * framing that two readers could take differently is refused, and the
+ * connection closed. RFC 9112 section 6.3 allows a repeated
+ * Content-Length only with identical values; refusing every repeat is
+ * simpler, and no client has a reason to send one. NULL when the
+ * framing is clear (*has_body set), else the reason.
+ */
+static const char *
+framing_error(struct MHD_Connection *conn, const char *version,
+    int *has_body)
+{
+	struct framing f = { 0, 0, NULL, NULL, 0 };
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, framing_collect, &f);
+	if (f.spaced_name)
+		return "white space in a header name";
+	if (f.n_cl > 1)
+		return "more than one Content-Length header";
+	if (f.n_te > 1)
+		return "more than one Transfer-Encoding header";
+	if (f.n_cl > 0 && f.n_te > 0)
+		return "both Content-Length and Transfer-Encoding";
+	if (f.n_te > 0 && strcasecmp(f.te, "chunked") != 0)
+		return "a Transfer-Encoding other than \"chunked\"";
+	if (f.n_te > 0 && strcmp(version, MHD_HTTP_VERSION_1_1) != 0)
+		return "Transfer-Encoding in an HTTP/1.0 request";
+	if (f.n_cl > 0 && (f.cl[0] == '\0' || strlen(f.cl) > 18 ||
+	    f.cl[strspn(f.cl, "0123456789")] != '\0'))
+		return "a Content-Length that is not a decimal number of at "
+		    "most 18 digits";
+	*has_body = f.n_te > 0 || (f.n_cl > 0 && strtoull(f.cl, NULL, 10) > 0);
+	return NULL;
+}
+
+/* The connection's deadline entry (watchdog.h); NULL once it closed. */
+static struct api_watch *
+conn_watch(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn,
+	    MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci != NULL ? ci->socket_context : NULL;
+}
+
+/* The whole request is in: what follows may wait on Redis, which
+ * --redis-timeout bounds, not --request-timeout. */
+static void
+request_received(struct api_server *s, struct MHD_Connection *conn)
+{
+	api_watch_received(s->watchdog, conn_watch(conn));
+}
+
 /* Checks that need only the headers. MHD_YES: go on and read the body. */
 static enum MHD_Result
 on_headers(struct api_server *s, struct MHD_Connection *conn,
-    struct request *rq, const char *method)
+    struct request *rq, const char *method, const char *version)
 {
-	const char *ct, *cl, *te;
+	const char *ct, *cl, *why;
 	unsigned long long declared = 0;
-	int has_body;
 
+	if ((why = framing_error(conn, version, &rq->has_body)) != NULL) {
+		/* Nothing after this on the connection can be trusted. */
+		rq->close_after = 1;
+		return ERR(MHD_HTTP_BAD_REQUEST, "ambiguous request framing: "
+		    "%s", why);
+	}
 	if (rq->route == API_ROUTE_UNKNOWN)
 		return ERR(MHD_HTTP_NOT_FOUND, "no such route");
 	if (!method_ok(rq->route, method))
@@ -685,6 +951,8 @@ on_headers(struct api_server *s, struct MHD_Connection *conn,
 		    "method %s not allowed here", method);
 	if (rq->route == API_ROUTE_LIVEZ)
 		return handle_livez(s, conn, rq);
+	if (!rq->has_body)
+		request_received(s, conn);
 	if (rq->route == API_ROUTE_READYZ || rq->route == API_ROUTE_HEALTHZ)
 		return handle_readyz(s, conn, rq);
 	if (rq->route == API_ROUTE_METRICS)
@@ -699,13 +967,10 @@ on_headers(struct api_server *s, struct MHD_Connection *conn,
 	    MHD_HTTP_HEADER_CONTENT_TYPE);
 	cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 	    MHD_HTTP_HEADER_CONTENT_LENGTH);
-	te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-	    MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	if (cl != NULL)
 		declared = strtoull(cl, NULL, 10);
-	has_body = declared > 0 || te != NULL;
 	rq->json_body = is_json_type(ct);
-	if (!rq->json_body && (rq->route == API_ROUTE_SEND || has_body))
+	if (!rq->json_body && (rq->route == API_ROUTE_SEND || rq->has_body))
 		return ERR(MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
 		    "Content-Type must be application/json");
 	if (declared > s->cfg->max_body)
@@ -746,15 +1011,9 @@ on_body(struct api_server *s, struct request *rq, const char *data,
     size_t *size)
 {
 	size_t n = *size;
-	uint64_t limit_us = (uint64_t)s->cfg->connection_timeout_s * 1000000u;
 
+	/* How long the upload may take is the watchdog's business. */
 	*size = 0;
-	/* The idle timeout resets on every byte: bound the whole upload. */
-	if (api_now_us() - rq->start_us > limit_us) {
-		nt_log_info("closing a connection whose upload took longer than "
-		    "%us", s->cfg->connection_timeout_s);
-		return MHD_NO;
-	}
 	if (rq->too_large) {
 		/*
 		 * libmicrohttpd cannot queue a response in the middle of an
@@ -882,7 +1141,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 		client_address(s, conn, rq->client, sizeof(rq->client));
 		*con_cls = rq;
 		__atomic_fetch_add(&s->in_flight, 1, __ATOMIC_RELAXED);
-		return on_headers(s, conn, rq, method);
+		api_watch_request(s->watchdog, conn_watch(conn));
+		return on_headers(s, conn, rq, method, version);
 	}
 	if (rq->status != 0) {
 		/* Answered from the headers: ignore any body. */
@@ -891,6 +1151,7 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url,
 	}
 	if (*upload_data_size > 0)
 		return on_body(s, rq, upload_data, upload_data_size);
+	request_received(s, conn);
 	if (rq->too_large)
 		return ERR(MHD_HTTP_CONTENT_TOO_LARGE, "body over %zu bytes",
 		    s->cfg->max_body);
@@ -921,6 +1182,34 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	free(rq);
 	*con_cls = NULL;
 	__atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_RELAXED);
+	api_watch_idle(s->watchdog, conn_watch(conn));
+}
+
+/*
+ * Each TCP connection gets a deadline entry while it is open. CLOSED
+ * comes before libmicrohttpd closes the descriptor, so the watchdog
+ * never touches a number that a new connection may have been given.
+ */
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode code)
+{
+	struct api_server *s = cls;
+	const union MHD_ConnectionInfo *fdi, *ai;
+	char peer[64] = "?";
+
+	if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+		api_watch_remove(s->watchdog, *socket_context);
+		*socket_context = NULL;
+		return;
+	}
+	fdi = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	ai = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (fdi == NULL)
+		return;
+	if (ai != NULL && ai->client_addr != NULL)
+		nt_proxy_addr_text(ai->client_addr, peer, sizeof(peer));
+	*socket_context = api_watch_add(s->watchdog, fdi->connect_fd, peer);
 }
 
 static void
@@ -980,6 +1269,11 @@ api_server_start(const struct api_config *cfg, struct api_auth *auth,
 	}
 	s->cfg = cfg;
 	s->auth = auth;
+	if (api_watchdog_start(cfg->request_timeout_us, &s->watchdog, err,
+	    errlen) < 0) {
+		free(s);
+		return -1;
+	}
 	s->mhd = MHD_start_daemon(flags, (uint16_t)cfg->listen.port, NULL, NULL,
 	    on_request, s,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
@@ -989,8 +1283,10 @@ api_server_start(const struct api_config *cfg, struct api_auth *auth,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+	    MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
 	    MHD_OPTION_END);
 	if (s->mhd == NULL) {
+		api_watchdog_stop(s->watchdog);
 		snprintf(err, errlen, "cannot listen on %s:%d (address in use or "
 		    "not local?)", cfg->listen.host, cfg->listen.port);
 		free(s);
@@ -1023,5 +1319,6 @@ api_server_stop(struct api_server *s)
 	if (s == NULL)
 		return;
 	MHD_stop_daemon(s->mhd);
+	api_watchdog_stop(s->watchdog);
 	free(s);
 }

@@ -145,6 +145,14 @@ static const struct nt_opt opts[] = {
 	{ "max-body", 0, "BYTES", "NOTIFYD_API_MAX_BODY", "1M",
 	    nt_opt_size, &cfg.max_body, 64, 0,
 	    "largest request body" },
+	{ "max-targets", 0, "N", "NOTIFYD_API_MAX_TARGETS",
+	    XSTR(API_MAX_RECIPIENTS), nt_opt_int, &flags.max_targets, 1,
+	    API_MAX_RECIPIENTS, "most target_users in one request; from 1 "
+	    "to " XSTR(API_MAX_RECIPIENTS) },
+	{ "max-fanout", 0, "BYTES", "NOTIFYD_API_MAX_FANOUT", "16M",
+	    nt_opt_size, &cfg.max_fanout, 256, 0,
+	    "largest send: the encoded messages of all its recipients "
+	    "together" },
 	{ "max-content", 0, "BYTES", "NOTIFYD_MAX_CONTENT", "64k",
 	    nt_opt_size, &cfg.limits.max_content, 1, 0,
 	    "largest notification content" },
@@ -168,7 +176,11 @@ static const struct nt_opt opts[] = {
 	{ "connection-timeout", 0, "DURATION",
 	    "NOTIFYD_API_CONNECTION_TIMEOUT", "30s",
 	    nt_opt_duration, &flags.connection_timeout_ms, 1000, 3600 * 1000,
-	    "close connections idle this long, and uploads that take longer" },
+	    "close connections idle this long" },
+	{ "request-timeout", 0, "DURATION", "NOTIFYD_API_REQUEST_TIMEOUT",
+	    "10s", nt_opt_duration, &flags.request_timeout_ms, 100,
+	    3600 * 1000, "close a connection whose request (head and body) "
+	    "is not all in this long after its first byte" },
 	{ "redis-timeout", 0, "DURATION", "NOTIFYD_REDIS_TIMEOUT", "2s",
 	    nt_opt_duration, &flags.redis_timeout_ms, 10, 60000,
 	    "bound on connecting to Redis and on each reply" },
@@ -289,6 +301,8 @@ build_config(void)
 	cfg.max_connections = (unsigned)flags.max_connections;
 	cfg.connection_timeout_s = (unsigned)(flags.connection_timeout_ms /
 	    1000);
+	cfg.request_timeout_us = flags.request_timeout_ms * 1000;
+	cfg.max_targets = (unsigned)flags.max_targets;
 	cfg.redis_timeout_ms = (int)flags.redis_timeout_ms;
 	/* libmicrohttpd splits the limit among the worker threads. */
 	if (cfg.max_connections < cfg.threads)

@@ -29,6 +29,7 @@ static uint64_t requests[API_ROUTE_COUNT][NSTATUS + 1];
 static uint64_t hist[API_ROUTE_COUNT][NBUCKET + 1];   /* last: +Inf */
 static uint64_t hist_sum_us[API_ROUTE_COUNT];
 static uint64_t redis_errors;
+static uint64_t request_timeouts;
 
 static const char *route_names[API_ROUTE_COUNT] = {
 	"send", "broadcast", "online_count", "user_online", "livez", "readyz",
@@ -74,6 +75,12 @@ void
 api_metrics_redis_error(void)
 {
 	add(&redis_errors, 1);
+}
+
+void
+api_metrics_request_timeout(void)
+{
+	add(&request_timeouts, 1);
 }
 
 struct sbuf {
@@ -201,6 +208,12 @@ api_metrics_render(size_t *len)
 	    "# TYPE notifyd_api_redis_errors_total counter\n"
 	    "notifyd_api_redis_errors_total %llu\n",
 	    (unsigned long long)get(&redis_errors));
+	sb_printf(&b, "# HELP notifyd_api_request_timeouts_total Connections "
+	    "closed for not sending a whole request within "
+	    "--request-timeout.\n"
+	    "# TYPE notifyd_api_request_timeouts_total counter\n"
+	    "notifyd_api_request_timeouts_total %llu\n",
+	    (unsigned long long)get(&request_timeouts));
 	render_process(&b);
 	if (b.failed) {
 		free(b.p);

@@ -276,8 +276,8 @@ def test_bad_credentials_are_401(redis, daemons, tmp_path, auth):
 def test_both_keys_work_and_scheme_is_case_insensitive(redis, daemons,
                                                        tmp_path):
     api = start_api(daemons, redis, tmp_path)
-    assert api.send({"target_user": "a"}, key=KEY_B).status == 200
-    r = api.send({"target_user": "a"}, key=None,
+    assert api.send({"target_user": "a", "content": "x"}, key=KEY_B).status == 200
+    r = api.send({"target_user": "a", "content": "x"}, key=None,
                  headers={"Authorization": "bearer " + KEY_A})
     assert r.status == 200
 
@@ -315,9 +315,8 @@ def test_wrong_content_type_is_415(redis, daemons, tmp_path, ctype):
     ({"target_users": []}, "target_users"),
     ({"target_users": ["a", 1]}, "target_users"),
     ({"target_users": ["a", "b c"]}, "target_users"),
-    ({"target_users": ["a", "a"]}, "duplicate"),
+    ({"target_users": ["a", "a"], "content": "x"}, "duplicate"),
     ({"target_users": ["a"], "target_user": "b"}, ""),
-    ({"target_users": ["u%d" % i for i in range(1001)]}, "target_users"),
 ])
 def test_bad_bodies_are_400_and_send_nothing(redis, daemons, tmp_path, body,
                                              needle):

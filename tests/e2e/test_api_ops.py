@@ -60,6 +60,9 @@ def test_help_names_every_flag_with_its_default_and_variable():
             ("--connection-timeout", "30s",
              "NOTIFYD_API_CONNECTION_TIMEOUT"),
             ("--redis-timeout", "2s", "NOTIFYD_REDIS_TIMEOUT"),
+            ("--request-timeout", "10s", "NOTIFYD_API_REQUEST_TIMEOUT"),
+            ("--max-targets", "1000", "NOTIFYD_API_MAX_TARGETS"),
+            ("--max-fanout", "16M", "NOTIFYD_API_MAX_FANOUT"),
             ("--jwt-leeway", "30s", "NOTIFYD_API_JWT_LEEWAY"),
             ("--jwt-scope", "notifications:send", "NOTIFYD_API_JWT_SCOPE"),
             ("--trusted-proxy", "none", "NOTIFYD_TRUSTED_PROXY"),
@@ -205,7 +208,7 @@ def test_one_log_line_per_request_without_secrets(redis, daemons, tmp_path):
     assert api.post(BROADCAST + "?notification_type=t&content=query-secret",
                     key=KEY_A).status == 200
     wrong = "wrong-key-" + "z" * 20
-    assert api.send({"target_user": "a"}, key=wrong).status == 401
+    assert api.send({"target_user": "a", "content": "x"}, key=wrong).status == 401
     assert api.get("/nowhere", key=None).status == 404
     assert api.get("/a%1B[31mred", key=None).status == 404
     assert api.get("/" + "x" * 2000, key=None).status == 404

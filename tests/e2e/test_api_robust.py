@@ -161,8 +161,8 @@ def test_idle_connection_is_closed_by_the_timeout(redis, daemons, tmp_path):
 
 def test_dripped_body_is_cut_off(redis, daemons, tmp_path):
     # The idle timeout restarts with every byte; the daemon also bounds
-    # the whole upload by --connection-timeout.
-    api = start_api(daemons, redis, tmp_path, "--connection-timeout", "1s")
+    # the whole request by --request-timeout.
+    api = start_api(daemons, redis, tmp_path, "--request-timeout", "1s")
     s = socket.create_connection(("127.0.0.1", api.port), timeout=5)
     s.sendall(post_head(api.port, SEND, length=100))
     start, closed = time.monotonic(), False
@@ -212,20 +212,20 @@ def test_sighup_reloads_the_key_file(redis, daemons, tmp_path):
     api = start_api(daemons, redis, tmp_path)
     kf = tmp_path / "api-keys"
     new_key = "svc-c-" + "9" * 20
-    assert api.send({"target_user": "a"}, key=new_key).status == 401
+    assert api.send({"target_user": "a", "content": "x"}, key=new_key).status == 401
     write_keys(kf, [("svc-a", KEY_A), ("svc-c", new_key)])
     api.daemon.signal(signal.SIGHUP)
     deadline = time.monotonic() + 5
-    while api.send({"target_user": "a"}, key=new_key).status != 200:
+    while api.send({"target_user": "a", "content": "x"}, key=new_key).status != 200:
         assert time.monotonic() < deadline, "new key never accepted"
         time.sleep(0.05)
-    assert api.send({"target_user": "a"}, key=KEY_B).status == 401
-    assert api.send({"target_user": "a"}, key=KEY_A).status == 200
+    assert api.send({"target_user": "a", "content": "x"}, key=KEY_B).status == 401
+    assert api.send({"target_user": "a", "content": "x"}, key=KEY_A).status == 200
     # A broken file on reload keeps the keys in force.
     kf.write_text("this line is not a key pair at all\n")
     api.daemon.signal(signal.SIGHUP)
     time.sleep(0.3)
-    assert api.send({"target_user": "a"}, key=new_key).status == 200
+    assert api.send({"target_user": "a", "content": "x"}, key=new_key).status == 200
     assert api.daemon.stop() == 0
     assert "key reload failed" in api.daemon.stderr()
 
@@ -233,17 +233,17 @@ def test_sighup_reloads_the_key_file(redis, daemons, tmp_path):
 def test_rate_limit_per_key_429_with_retry_after(redis, daemons, tmp_path):
     api = start_api(daemons, redis, tmp_path, "--rate-limit", "2/s",
                     "--rate-burst", "3")
-    codes = [api.send({"target_user": "a"}).status for _ in range(3)]
+    codes = [api.send({"target_user": "a", "content": "x"}).status for _ in range(3)]
     assert codes == [200, 200, 200]
-    r = api.send({"target_user": "a"})
+    r = api.send({"target_user": "a", "content": "x"})
     assert r.status == 429
     assert r.json["status"] == "error"
     assert int(r.header("Retry-After")) >= 1
     # Another key has its own bucket.
-    assert api.send({"target_user": "a"}, key=KEY_B).status == 200
+    assert api.send({"target_user": "a", "content": "x"}, key=KEY_B).status == 200
     # Tokens come back at the configured rate.
     deadline = time.monotonic() + 3
-    while api.send({"target_user": "a"}).status != 200:
+    while api.send({"target_user": "a", "content": "x"}).status != 200:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert redis.cli("HGET", "offline:{a}", "seq").strip() == "5"
@@ -251,7 +251,7 @@ def test_rate_limit_per_key_429_with_retry_after(redis, daemons, tmp_path):
 
 def test_insecure_no_auth_warns_and_serves(redis, daemons, tmp_path):
     api = start_api(daemons, redis, tmp_path, "--insecure-no-auth")
-    assert api.send({"target_user": "a"}, key=None).status == 200
+    assert api.send({"target_user": "a", "content": "x"}, key=None).status == 200
     assert api.daemon.stop() == 0
     assert "insecure-no-auth" in api.daemon.stderr()
 
@@ -265,7 +265,7 @@ def test_env_fallbacks(redis, daemons, tmp_path):
         "NOTIFYD_REDIS_URL": redis.url, "NOTIFYD_REDIS_PREFIX": "e:",
         "NOTIFYD_API_KEYS_FILE": kf})
     api = Api(d, port)
-    r = api.send({"target_user": "a"})
+    r = api.send({"target_user": "a", "content": "x"})
     assert r.status == 200
     assert redis.cli("EXISTS", "e:offline:{a}").strip() == "1"
 
@@ -379,12 +379,12 @@ def test_starts_with_redis_down(tmp_path, daemons):
     from conftest import Redis
     r = Redis(tmp_path)
     api = start_api(daemons, r, tmp_path)
-    res = api.send({"target_user": "a"})
+    res = api.send({"target_user": "a", "content": "x"})
     assert res.status == 503 and res.elapsed < 1.0
     r.start()
     try:
         deadline = time.monotonic() + 5
-        while api.send({"target_user": "a"}).status != 200:
+        while api.send({"target_user": "a", "content": "x"}).status != 200:
             assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:
@@ -401,7 +401,7 @@ def test_stalled_redis_is_503_within_redis_timeout(redis, daemons, tmp_path):
     finally:
         redis.proc.send_signal(signal.SIGCONT)
     deadline = time.monotonic() + 5
-    while api.send({"target_user": "a"}).status != 200:
+    while api.send({"target_user": "a", "content": "x"}).status != 200:
         assert time.monotonic() < deadline
         time.sleep(0.05)
 

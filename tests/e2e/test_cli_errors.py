@@ -24,7 +24,7 @@ WHERE = "(set with --redis or NOTIFYD_REDIS_URL)"
 # Each way a CLI talks to Redis: (program, arguments, standard input).
 REDIS_USERS = [
     ("notify-send", ["-u", "alice", "hi"], None),
-    ("notify-send", ["--batch"], '{"content":"x"}\n'),
+    ("notify-send", ["--batch"], '{"broadcast":true,"content":"x"}\n'),
     ("notify-tail", [], None),
     ("notify-tail", ["--offline", "alice"], None),
     ("notify-tail", ["-u", "alice", "--since", "10m"], None),

@@ -220,7 +220,7 @@ def test_batch_reports_bad_lines_and_sends_the_good_ones(redis):
         '{"target_user":"alice","content":"good 1"}',            # 1
         'not json',                                              # 2
         '',                                                      # 3 blank
-        '{"content":"good broadcast","type":"news"}',            # 4
+        '{"broadcast":true,"content":"good broadcast","type":"news"}',  # 4
         '{"target_user":"bad user","content":"x"}',              # 5
         '{"target_user":"bob","data":[1,2]}',                    # 6
         '[1,2,3]',                                               # 7
@@ -254,7 +254,8 @@ def test_batch_reports_bad_lines_and_sends_the_good_ones(redis):
 
 
 def test_batch_quiet_gives_only_a_count(redis):
-    p = send(redis, "--batch", "-q", input='x\n{"content":"ok"}\ny\n')
+    p = send(redis, "--batch", "-q",
+             input='x\n{"broadcast":true,"content":"ok"}\ny\n')
     assert p.returncode == 65
     assert p.stderr.decode() == "notify-send: 1 sent, 2 bad lines\n"
 
@@ -265,7 +266,8 @@ def test_redis_down_is_exit_69_with_one_line(tmp_path):
     assert p.returncode == 69
     err = one_line_reason(p)
     assert "Connection refused" in err and url[len("redis://"):] in err
-    p = run("notify-send", "--redis", url, "--batch", input='{"content":"x"}\n')
+    p = run("notify-send", "--redis", url, "--batch",
+            input='{"broadcast":true,"content":"x"}\n')
     assert p.returncode == 69
     assert "Connection refused" in one_line_reason(p)
 

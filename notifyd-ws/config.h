@@ -26,6 +26,8 @@ struct ntws_config {
 	size_t               max_queued_bytes;  /* process: frames + pages */
 	long long            max_channels;
 	long long            max_conns_per_user;
+	const char          *private_prefix;    /* "": every channel */
+	double               jwt_leeway;        /* seconds: token ends at exp + it */
 	double               ping_interval;     /* seconds */
 	double               ping_timeout;
 	double               write_timeout;

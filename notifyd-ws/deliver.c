@@ -22,6 +22,7 @@
  * flight (the others wait in a FIFO), and past --max-queued-bytes live
  * messages are not queued: the session catches up from the log later.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 
 #include "buf.h"
 #include "deliver.h"
+#include "grants.h"
 #include "metrics.h"
 #include "nt_log.h"
 #include "nt_msg.h"
@@ -42,13 +44,15 @@
 #define PAGE_BYTES_MAX (256 * 1024)   /* reply bytes per page read */
 #define READS_MAX      16             /* page reads in flight */
 #define ACKS_MAX       64             /* acked ids waiting, per user */
+#define EXPIRY_SWEEP_S 1.0            /* at most one expiry sweep a second */
 
 enum { S_CATCHUP = 0, S_LIVE };
 
 /*
  * One per connection, so kept small: what a page read needs lives in its
  * struct read_call, the FIFO of reads waiting is an array in d, and
- * broadcasts find sessions through the user table.
+ * broadcasts find sessions through the user table. The flags are bits
+ * so that the token's expiry fits beside them: 64 bytes in all.
  */
 struct ntws_sess {
 	struct ntws_conn *conn;          /* NULL once gone */
@@ -57,14 +61,20 @@ struct ntws_sess {
 	int64_t           cursor;        /* last position queued */
 	char            **channels;
 	char             *since;         /* resume after, until the first page */
+	char             *grants;        /* private channels (grants.h), or NULL */
 	uint16_t          nchannels;
-	uint8_t           state;
-	uint8_t           reading;       /* a page read in flight */
-	uint8_t           waiting;       /* in the FIFO */
-	uint8_t           started;       /* its first page is in */
-	uint8_t           ack_mode;
-	uint8_t           gone;          /* its connection is gone */
+	uint8_t           state : 1;
+	uint8_t           reading : 1;   /* a page read in flight */
+	uint8_t           waiting : 1;   /* in the FIFO */
+	uint8_t           started : 1;   /* its first page is in */
+	uint8_t           ack_mode : 1;
+	uint8_t           gone : 1;      /* its connection is gone */
+	/* Close with 4002 then (seconds since the epoch, to 2106); 0: never. */
+	uint32_t          close_at;
 };
+
+_Static_assert(sizeof(struct ntws_sess) <= 64,
+    "a session is one per connection: keep it small");
 
 /* A page read in flight: at most READS_MAX, so taken from d.reads. */
 struct read_call {
@@ -102,6 +112,9 @@ static struct {
 	uint32_t                  marks_inflight;
 	size_t                    page_budget, low_water;
 	ev_tstamp                 refused_logged;
+	ev_timer                  expiry;       /* the next token expiry sweep */
+	uint32_t                  next_close;   /* its time; 0: none waits */
+	ev_tstamp                 last_sweep;
 } d;
 
 static void read_next(struct ntws_sess *s);
@@ -117,6 +130,7 @@ sess_free(struct ntws_sess *s)
 		free(s->channels[i]);
 	free(s->channels);
 	free(s->since);
+	free(s->grants);
 	free(s);
 }
 
@@ -1072,6 +1086,12 @@ channel_subscribe(struct ntws_sess *s, const char *channel)
 	char **nv, *dup;
 	size_t len;
 
+	if (ntws_channel_private(d.cfg->private_prefix, channel) &&
+	    !ntws_grants_allow(s->grants, channel)) {
+		reply_text(s, ntws_proto_error_channel("channel not allowed",
+		    channel, &len), &len);
+		return;
+	}
 	if (!subscribed(s, channel)) {
 		if (s->nchannels >= d.cfg->max_channels) {
 			reply_error(s, "too many channels");
@@ -1141,6 +1161,88 @@ on_text(struct ntws_conn *c, const uint8_t *msg, size_t len)
 	}
 }
 
+/* ---- token expiry ---- */
+
+/*
+ * A connection is closed with 4002 when its token's time is up (the
+ * handshake decides when: a little before exp). One timer serves them
+ * all instead of one per connection: it fires when the earliest close is
+ * due, and the sweep walks every session, closes those due and finds the
+ * next. A walk costs nanoseconds a session and runs at most once a
+ * second; the session keeps 4 bytes, where a timer would take 32 and a
+ * heap 16 more.
+ */
+static void
+expiry_arm(void)
+{
+	ev_tstamp now = ev_now(d.loop), at;
+
+	ev_timer_stop(d.loop, &d.expiry);
+	if (d.next_close == 0)
+		return;
+	at = (ev_tstamp)d.next_close;
+	if (at < d.last_sweep + EXPIRY_SWEEP_S)
+		at = d.last_sweep + EXPIRY_SWEEP_S;
+	ev_timer_set(&d.expiry, at > now ? at - now : 0., 0.);
+	ev_timer_start(d.loop, &d.expiry);
+}
+
+struct sweep {
+	ev_tstamp now;
+	uint32_t  next;       /* the earliest close not yet due; 0: none */
+};
+
+static void
+user_expire(struct ntws_user *u, void *arg)
+{
+	struct sweep *w = arg;
+	struct ntws_sess *t;
+	char peer[80];
+
+	for (t = u->sessions; t != NULL; t = t->unext) {
+		if (t->close_at == 0)
+			continue;
+		if ((ev_tstamp)t->close_at > w->now) {
+			if (w->next == 0 || t->close_at < w->next)
+				w->next = t->close_at;
+			continue;
+		}
+		t->close_at = 0;
+		if (!sess_open(t))
+			continue;
+		nt_log_info("conn %llu (%s): user %s: token expires, closing",
+		    (unsigned long long)ntws_conn_serial(t->conn),
+		    ntws_conn_peer(t->conn, peer, sizeof(peer)), u->name);
+		/* After what is queued: nothing sent so far is lost. */
+		ntws_conn_close(t->conn, 4002, "token expired");
+	}
+}
+
+static void
+expiry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct sweep sw = { ev_now(loop), 0 };
+
+	d.last_sweep = sw.now;
+	/* Closing only marks connections: no record goes during the walk. */
+	ntws_users_each(user_expire, &sw);
+	d.next_close = sw.next;
+	expiry_arm();
+}
+
+/* Close s at close_at: the sweep comes by then at the latest. */
+static void
+expiry_watch(struct ntws_sess *s, time_t close_at)
+{
+	if (close_at <= 0 || (uint64_t)close_at > UINT32_MAX)
+		return;   /* beyond 2106: never, in practice */
+	s->close_at = (uint32_t)close_at;
+	if (d.next_close == 0 || s->close_at < d.next_close) {
+		d.next_close = s->close_at;
+		expiry_arm();
+	}
+}
+
 /* ---- connections ---- */
 
 static void
@@ -1196,7 +1298,7 @@ static const struct ntws_conn_hooks sess_hooks = {
 
 void
 ntws_deliver_attach(struct ntws_conn *c, const char *name,
-    const char *since, int ack)
+    const char *since, int ack, char *grants, time_t close_at)
 {
 	struct ntws_user *u;
 	struct ntws_sess *s;
@@ -1204,6 +1306,7 @@ ntws_deliver_attach(struct ntws_conn *c, const char *name,
 	int made;
 
 	if ((u = ntws_users_get(name, &made)) == NULL) {
+		free(grants);
 		ntws_conn_kill(c);
 		return;
 	}
@@ -1212,17 +1315,21 @@ ntws_deliver_attach(struct ntws_conn *c, const char *name,
 		nt_log_info("conn %llu (%s): user %s has %u connections here "
 		    "already, closing", (unsigned long long)ntws_conn_serial(c),
 		    ntws_conn_peer(c, peer, sizeof(peer)), name, u->nsess);
+		free(grants);
 		ntws_conn_close(c, 1013, "too many connections for this user");
 		return;
 	}
 	if ((s = calloc(1, sizeof(*s))) == NULL ||
 	    (since != NULL && (s->since = strdup(since)) == NULL)) {
 		free(s);
+		free(grants);
 		if (made)
 			user_release(u);
 		ntws_conn_kill(c);
 		return;
 	}
+	s->grants = grants;
+	expiry_watch(s, close_at);
 	if (u->nsess++ == 0) {
 		ntws_m.users++;
 		ntws_rds_presence(u->name, 1);
@@ -1286,6 +1393,7 @@ ntws_deliver_init(struct ev_loop *loop, const struct ntws_config *cfg)
 	if (d.page_budget > PAGE_BYTES_MAX)
 		d.page_budget = PAGE_BYTES_MAX;
 	d.low_water = d.page_budget / 2;
+	ev_init(&d.expiry, expiry_cb);
 	for (i = 0; i < READS_MAX; i++) {
 		d.reads[i].free_next = d.reads_free;
 		d.reads_free = &d.reads[i];
@@ -1304,6 +1412,7 @@ ntws_deliver_free(void)
 {
 	struct ntws_sess *s;
 
+	ev_timer_stop(d.loop, &d.expiry);
 	while ((s = wait_pop()) != NULL)
 		if (s->gone && !s->reading)
 			sess_free(s);

@@ -12,6 +12,7 @@
 #ifndef NTWS_DELIVER_H
 #define NTWS_DELIVER_H
 
+#include <time.h>
 #include <ev.h>
 
 #include "config.h"
@@ -31,11 +32,15 @@ void ntws_deliver_free(void);
  * Take c, just upgraded and authenticated as user (copied), for
  * delivery: since is the id to resume after (copied; the caller checked
  * it is an id) or NULL for the user's unread messages; ack selects
- * acknowledgement mode. Over --max-conns-per-user, c is closed with
- * 1013 instead. From here on c's hooks are this module's.
+ * acknowledgement mode; grants are the private channels its token opens
+ * (a block of grants.h, taken: freed with the session or at once; NULL:
+ * none); at close_at (seconds since the epoch; 0: never) c is closed
+ * with 4002 "token expired", within a second or so. Over
+ * --max-conns-per-user, c is closed with 1013 instead. From here on c's
+ * hooks are this module's.
  */
 void ntws_deliver_attach(struct ntws_conn *c, const char *user,
-    const char *since, int ack);
+    const char *since, int ack, char *grants, time_t close_at);
 
 /*
  * Between loop iterations: give page read slots to the connections

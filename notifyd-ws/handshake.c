@@ -3,6 +3,7 @@
  * assets) and the WebSocket opening handshake (RFC 6455 4.2) with its
  * JWT authentication; see handshake.h.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <time.h>
 
 #include "deliver.h"
+#include "grants.h"
 #include "handshake.h"
 #include "http.h"
 #include "metrics.h"
@@ -202,16 +204,55 @@ read_ask(const struct ntws_http_req *req, struct ws_ask *a)
 		a->has_since = n > 0 && nt_uuid_valid(a->since) == 0 ? 1 : -1;
 }
 
+#define EXPIRY_NOTICE_MAX_S 30.0   /* the most a 4002 comes before exp */
+
+/*
+ * When to close a connection whose token has claims (0: never, the
+ * token has no exp). Its client is told with 4002 a little before exp,
+ * so that it fetches a new token and resumes while this one is still
+ * good: a tenth of the token's lifetime ahead (exp - iat; without iat,
+ * what is left of it at connect), at most 30 s, on a whole second. A
+ * connection opened after that point (its client came back with the
+ * same token) is closed when the token stops being accepted, at exp +
+ * --jwt-leeway: one token never makes a reconnect loop.
+ */
+static time_t
+close_time(const json_t *claims, time_t now)
+{
+	const json_t *iat = json_object_get(claims, "iat");
+	double life, notice, at;
+	time_t exp;
+
+	if (nt_jwt_claims_exp(claims, &exp) != 0)
+		return 0;
+	if (json_is_number(iat) && json_number_value(iat) < (double)exp)
+		life = (double)exp - json_number_value(iat);
+	else
+		life = (double)exp - (double)now;
+	notice = fmin(fmax(life / 10, 0.), EXPIRY_NOTICE_MAX_S);
+	at = floor((double)exp - notice);
+	if (at <= (double)now)
+		at = (double)exp + h.cfg->jwt_leeway;
+	return (time_t)at;
+}
+
 /* The token decides who it is; the delivery layer takes it from there. */
 static void
 authenticate(struct ntws_conn *c, const struct ws_ask *a)
 {
-	char user[NT_USER_MAX + 1], err[256], peer[80];
+	char user[NT_USER_MAX + 1], err[256], peer[80], *grants = NULL;
+	json_t *claims = NULL;
+	/* Not time(): its coarse clock lags the loop's, which closes at
+	 * close_at by ev_now(), and a client back at once would look early. */
+	time_t now = (time_t)ev_time(), close_at;
 
 	if (a->token[0] == '\0' || h.jwt == NULL)
 		snprintf(err, sizeof(err), "no token");
-	else if (nt_jwt_verify(h.jwt, a->token, time(NULL), user, err,
-	    sizeof(err)) == 0) {
+	else if (nt_jwt_verify_claims(h.jwt, a->token, now, user, &claims,
+	    err, sizeof(err)) == 0 &&
+	    ntws_grants_from_claims(claims, &grants, err, sizeof(err)) == 0) {
+		close_at = close_time(claims, now);
+		json_decref(claims);
 		ntws_m.auth_ok++;
 		nt_log_info("conn %llu (%s): user %s connected%s%s",
 		    (unsigned long long)ntws_conn_serial(c),
@@ -219,13 +260,15 @@ authenticate(struct ntws_conn *c, const struct ws_ask *a)
 		    a->ack ? " (ack mode)" : "",
 		    a->has_since == 1 ? " (resuming)" : "");
 		if (a->has_since < 0) {
+			free(grants);
 			ntws_conn_close(c, 1008, "invalid since: not a message id");
 			return;
 		}
 		ntws_deliver_attach(c, user, a->has_since ? a->since : NULL,
-		    a->ack);
+		    a->ack, grants, close_at);
 		return;
 	}
+	json_decref(claims);
 	ntws_m.auth_failures++;
 	nt_log_info("conn %llu (%s): authentication failed: %s",
 	    (unsigned long long)ntws_conn_serial(c),

@@ -67,6 +67,17 @@ opt_user_id(const struct nt_opt *o, const char *value, char *err,
 	return 0;
 }
 
+/* The start of a channel name (nt_msg.h), or "". */
+static int
+opt_channel_prefix(const struct nt_opt *o, const char *value, char *err,
+    size_t errlen)
+{
+	if (value[0] != '\0' && nt_channel_valid(value, err, errlen) != 0)
+		return -1;
+	*(const char **)o->dst = value;
+	return 0;
+}
+
 #define DAY_MS (24LL * 3600 * 1000)
 
 static const struct nt_opt opts[] = {
@@ -154,6 +165,10 @@ static const struct nt_opt opts[] = {
 	{ "max-channels", 0, "n", "NOTIFYD_WS_MAX_CHANNELS", "64",
 	  nt_opt_int, &cfg.max_channels, 0, 65535,
 	  "channels one connection may subscribe to" },
+	{ "private-prefix", 0, "prefix", "NOTIFYD_WS_PRIVATE_PREFIX", "private-",
+	  opt_channel_prefix, &cfg.private_prefix, 0, 0,
+	  "channels whose name starts with prefix need the token's channels "
+	  "claim (empty: every channel)" },
 	{ "ping-interval", 0, "duration", "NOTIFYD_WS_PING_INTERVAL", "25s",
 	  nt_opt_seconds, &cfg.ping_interval, 1, 0,
 	  "silence after which a connection is pinged" },
@@ -338,6 +353,7 @@ main(int argc, char **argv)
 	}
 	if ((rc = jwt_config(&jc)) != 0)
 		return rc;
+	cfg.jwt_leeway = (double)(opt.jwt_leeway_ms / 1000);
 	nt_log_init(PROG, opt.log_level);
 	if (nt_jwt_verifier_new(&jc, &jwt, err, sizeof(err)) != 0)
 		return fail(NT_EXIT_CONFIG, "JWT key: %s", err);

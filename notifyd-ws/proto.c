@@ -106,6 +106,14 @@ ntws_proto_error(const char *reason, size_t *len)
 }
 
 char *
+ntws_proto_error_channel(const char *reason, const char *channel,
+    size_t *len)
+{
+	return dump(json_pack("{s:s, s:s, s:s}", "type", "error", "error",
+	    reason, "channel", channel), len);
+}
+
+char *
 ntws_proto_channel(int subscribed, const char *channel, size_t *len)
 {
 	return dump(json_pack("{s:s, s:s}", "type",

@@ -46,6 +46,10 @@ void ntws_proto_parse(const uint8_t *msg, size_t len, struct ntws_req *req);
  */
 char *ntws_proto_pong(size_t *len);
 char *ntws_proto_error(const char *reason, size_t *len);
+/* {"type":"error","error":reason,"channel":channel}: a request about
+ * that channel was refused. */
+char *ntws_proto_error_channel(const char *reason, const char *channel,
+    size_t *len);
 /* {"type":"subscribed"|"unsubscribed","channel":channel} */
 char *ntws_proto_channel(int subscribed, const char *channel, size_t *len);
 /* {"type":"resume","since":since,"recovered":true|false} */

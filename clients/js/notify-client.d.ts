@@ -104,6 +104,14 @@ export interface NotificationClientOptions {
    * Called once after the server rejected the token (close 4001). A new,
    * different token makes the client reconnect with it; anything else, or
    * a second rejection before a good connection, ends in 'auth_failed'.
+   *
+   * Also called, with code 4002, when the server closes a connection
+   * because its token is about to expire (a little before exp): a new,
+   * different token makes the client reconnect at once, without backoff,
+   * resuming with since=, so nothing is missed. Anything else reconnects
+   * after the usual backoff with the current token. Without this hook a
+   * 4002 reconnects after the backoff with the current token (a token
+   * function is asked again).
    */
   refreshToken?: ((info: { code: number; reason: string }) => string | null | undefined | Promise<string | null | undefined>) | null;
   /** WebSocket class to use; default globalThis.WebSocket. */
@@ -119,7 +127,7 @@ export interface StateEvent {
   previous: ConnectionState;
   /** reconnecting/connecting: the attempt number (0 for the first connection). */
   attempt?: number;
-  /** reconnecting: ms until the next attempt. */
+  /** reconnecting: ms until the next attempt (0 after a 4002 with a new token). */
   delay?: number;
   /** auth_failed, or disconnected after giving up: the close code. */
   code?: number;
@@ -140,7 +148,13 @@ export interface ErrorEvent {
   /** storage: reading or writing the resume storage failed (reading is reported on connect()). */
   source: 'server' | 'socket' | 'parse' | 'handler' | 'token' | 'storage';
   error: unknown;
-  /** The message involved (server error reply, or the notification whose handler threw). */
+  /**
+   * The message involved (server error reply, or the notification whose
+   * handler threw). A subscribe to a private channel the token does not
+   * open is answered with {type: 'error', error: 'channel not allowed',
+   * channel}: the channel stays wanted, and is asked for again after a
+   * reconnect (a new token may open it).
+   */
   message?: unknown;
 }
 

@@ -14,7 +14,9 @@
  * notification objects, which always carry an "id" (and, when they come
  * from the user's log, its position "seq"), and control frames (pong,
  * subscribed, unsubscribed, error, resume), which never do. A bad token is
- * accepted at the HTTP level and then closed with code 4001.
+ * accepted at the HTTP level and then closed with code 4001; a token about
+ * to expire closes its connection with 4002, a little before its exp, so
+ * that the client gets a new one (refreshToken) and comes back at once.
  *
  * Resuming: the client keeps the id of the last notification of the
  * user's log that it processed and asks for what follows it on every
@@ -23,6 +25,7 @@
  */
 
 const AUTH_FAILED_CODE = 4001;
+const TOKEN_EXPIRED_CODE = 4002;
 const WS_OPEN = 1;
 // Close codes a client may send are 1000 or 3000..4999.
 const CLIENT_GIVES_UP_CODE = 4000;
@@ -411,6 +414,8 @@ export class NotificationClient {
     if (this.#state === States.DISCONNECTED) return;
     if (info.code === AUTH_FAILED_CODE) {
       this.#authFailed(info);
+    } else if (info.code === TOKEN_EXPIRED_CODE) {
+      this.#tokenExpired(info);
     } else {
       this.#scheduleReconnect(info);
     }
@@ -425,16 +430,53 @@ export class NotificationClient {
     // One fresh token per good session at most: a refresh hook that keeps
     // returning rejected tokens must not turn into a reconnect loop.
     this.#authRetried = true;
-    const generation = ++this.#generation;
-    const failedToken = this.#lastToken;
-    const settle = (token) => {
-      if (generation !== this.#generation) return;
-      if (typeof token === 'string' && token !== '' && token !== failedToken) {
+    this.#refresh(refresh, info, (token) => {
+      if (token !== null) {
         this.#token = token;
         this.#scheduleReconnect(info);
       } else {
         this.#giveUpAuth(info);
       }
+    });
+  }
+
+  // The server closes a connection shortly before its token expires.
+  // With a refreshToken hook the client gets a new token and reconnects
+  // at once, resuming with since=, so nothing is missed meanwhile.
+  // Without one, or when the hook gives no new token, it reconnects as
+  // after any drop, with the token it has (a token function is asked
+  // again then); should the server refuse it, 4001 takes the usual path.
+  #tokenExpired(info) {
+    const refresh = this.#opts.refreshToken;
+    // A 4002 before the server said anything is no session to carry on:
+    // backoff, so that a hook handing out tokens about to expire cannot
+    // make a reconnect loop.
+    const wasConnected = this.#state === States.CONNECTED;
+    if (typeof refresh !== 'function') {
+      this.#scheduleReconnect(info);
+      return;
+    }
+    this.#refresh(refresh, info, (token) => {
+      if (token !== null) this.#token = token;
+      if (token === null || !wasConnected) {
+        this.#scheduleReconnect(info);
+        return;
+      }
+      this.#emit('reconnecting', { attempt: this.#attempt, delay: 0, code: info.code, reason: info.reason });
+      this.#open();
+    });
+  }
+
+  // Ask the refreshToken hook for a token to replace the last one; then
+  // done(token), or done(null) when it gave none, the same one again, or
+  // failed. Nothing happens if the client moved on meanwhile
+  // (disconnect(), connect()).
+  #refresh(refresh, info, done) {
+    const generation = ++this.#generation;
+    const oldToken = this.#lastToken;
+    const settle = (token) => {
+      if (generation !== this.#generation) return;
+      done(typeof token === 'string' && token !== '' && token !== oldToken ? token : null);
     };
     this.#setState(States.RECONNECTING, { attempt: this.#attempt, delay: 0, refreshing: true });
     let result;

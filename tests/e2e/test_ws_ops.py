@@ -73,6 +73,7 @@ FLAGS = [
     ("max-queued-bytes", "NOTIFYD_WS_MAX_QUEUED_BYTES", "256M"),
     ("write-timeout", "NOTIFYD_WS_WRITE_TIMEOUT", "30s"),
     ("max-conns-per-user", "NOTIFYD_WS_MAX_CONNS_PER_USER", "32"),
+    ("private-prefix", "NOTIFYD_WS_PRIVATE_PREFIX", "private-"),
     ("max-channels", "NOTIFYD_WS_MAX_CHANNELS", "64"),
     ("ping-interval", "NOTIFYD_WS_PING_INTERVAL", "25s"),
     ("ping-timeout", "NOTIFYD_WS_PING_TIMEOUT", "20s"),

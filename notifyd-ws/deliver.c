@@ -59,10 +59,8 @@ struct ntws_sess {
 	struct ntws_user *user;          /* NULL once gone */
 	struct ntws_sess *unext;         /* the user's sessions */
 	int64_t           cursor;        /* last position queued */
-	char            **channels;
+	struct sess_chans *chans;        /* NULL: no channels, no grants */
 	char             *since;         /* resume after, until the first page */
-	char             *grants;        /* private channels (grants.h), or NULL */
-	uint16_t          nchannels;
 	uint8_t           state : 1;
 	uint8_t           reading : 1;   /* a page read in flight */
 	uint8_t           waiting : 1;   /* in the FIFO */
@@ -73,8 +71,20 @@ struct ntws_sess {
 	uint32_t          close_at;
 };
 
-_Static_assert(sizeof(struct ntws_sess) <= 64,
+/* 56 bytes is a 64-byte malloc chunk; one byte more takes 80. */
+_Static_assert(sizeof(struct ntws_sess) <= 56,
     "a session is one per connection: keep it small");
+
+/*
+ * What a session has to do with channels, apart because few sessions
+ * have any: the channels it subscribed to, and the private ones its
+ * token opens (grants.h).
+ */
+struct sess_chans {
+	char             *grants;        /* NULL: none */
+	uint16_t          n;
+	char             *names[];       /* n subscribed channel names */
+};
 
 /* A page read in flight: at most READS_MAX, so taken from d.reads. */
 struct read_call {
@@ -126,11 +136,13 @@ sess_free(struct ntws_sess *s)
 {
 	uint16_t i;
 
-	for (i = 0; i < s->nchannels; i++)
-		free(s->channels[i]);
-	free(s->channels);
+	if (s->chans != NULL) {
+		for (i = 0; i < s->chans->n; i++)
+			free(s->chans->names[i]);
+		free(s->chans->grants);
+		free(s->chans);
+	}
 	free(s->since);
-	free(s->grants);
 	free(s);
 }
 
@@ -566,9 +578,10 @@ subscribed(const struct ntws_sess *s, const char *channel)
 {
 	uint16_t i;
 
-	for (i = 0; i < s->nchannels; i++)
-		if (strcmp(s->channels[i], channel) == 0)
-			return 1;
+	if (s->chans != NULL)
+		for (i = 0; i < s->chans->n; i++)
+			if (strcmp(s->chans->names[i], channel) == 0)
+				return 1;
 	return 0;
 }
 
@@ -1083,29 +1096,35 @@ reply_error(struct ntws_sess *s, const char *reason)
 static void
 channel_subscribe(struct ntws_sess *s, const char *channel)
 {
-	char **nv, *dup;
+	struct sess_chans *nc;
+	uint16_t n = s->chans != NULL ? s->chans->n : 0;
+	char *dup;
 	size_t len;
 
 	if (ntws_channel_private(d.cfg->private_prefix, channel) &&
-	    !ntws_grants_allow(s->grants, channel)) {
+	    !ntws_grants_allow(s->chans != NULL ? s->chans->grants : NULL,
+	    channel)) {
 		reply_text(s, ntws_proto_error_channel("channel not allowed",
 		    channel, &len), &len);
 		return;
 	}
 	if (!subscribed(s, channel)) {
-		if (s->nchannels >= d.cfg->max_channels) {
+		if (n >= d.cfg->max_channels) {
 			reply_error(s, "too many channels");
 			return;
 		}
 		if ((dup = strdup(channel)) == NULL)
 			return;
-		nv = realloc(s->channels, (s->nchannels + 1) * sizeof(*nv));
-		if (nv == NULL) {
+		nc = realloc(s->chans, sizeof(*nc) + (n + 1) * sizeof(char *));
+		if (nc == NULL) {
 			free(dup);
 			return;
 		}
-		s->channels = nv;
-		s->channels[s->nchannels++] = dup;
+		if (s->chans == NULL)
+			nc->grants = NULL;
+		s->chans = nc;
+		nc->names[n] = dup;
+		nc->n = n + 1;
 	}
 	reply_text(s, ntws_proto_channel(1, channel, &len), &len);
 }
@@ -1116,14 +1135,16 @@ channel_unsubscribe(struct ntws_sess *s, const char *channel)
 	uint16_t i;
 	size_t len;
 
-	for (i = 0; i < s->nchannels; i++) {
-		if (strcmp(s->channels[i], channel) != 0)
+	struct sess_chans *c = s->chans;
+
+	for (i = 0; c != NULL && i < c->n; i++) {
+		if (strcmp(c->names[i], channel) != 0)
 			continue;
-		free(s->channels[i]);
-		s->channels[i] = s->channels[--s->nchannels];
-		if (s->nchannels == 0) {
-			free(s->channels);
-			s->channels = NULL;
+		free(c->names[i]);
+		c->names[i] = c->names[--c->n];
+		if (c->n == 0 && c->grants == NULL) {
+			free(c);
+			s->chans = NULL;
 		}
 		break;
 	}
@@ -1320,7 +1341,11 @@ ntws_deliver_attach(struct ntws_conn *c, const char *name,
 		return;
 	}
 	if ((s = calloc(1, sizeof(*s))) == NULL ||
-	    (since != NULL && (s->since = strdup(since)) == NULL)) {
+	    (since != NULL && (s->since = strdup(since)) == NULL) ||
+	    (grants != NULL && (s->chans = calloc(1,
+	    sizeof(*s->chans))) == NULL)) {
+		if (s != NULL)
+			free(s->since);
 		free(s);
 		free(grants);
 		if (made)
@@ -1328,7 +1353,8 @@ ntws_deliver_attach(struct ntws_conn *c, const char *name,
 		ntws_conn_kill(c);
 		return;
 	}
-	s->grants = grants;
+	if (grants != NULL)
+		s->chans->grants = grants;
 	expiry_watch(s, close_at);
 	if (u->nsess++ == 0) {
 		ntws_m.users++;

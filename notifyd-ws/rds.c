@@ -214,16 +214,38 @@ scripts_load(void)
 	cmd(NULL, NULL, "SCRIPT LOAD %s", script_mark.text);
 }
 
-/* One script call, with its arguments kept for a NOSCRIPT re-send. */
+/*
+ * One script call, with its key and arguments kept (packed, since calls
+ * in flight are many while connections open) for a NOSCRIPT re-send.
+ */
 struct call {
 	ntws_rds_reply_fn fn;
 	void             *arg;
 	struct script    *script;
-	int               argc;
-	int               resent;
-	const char       *argv[12];  /* EVALSHA sha 1 key args... */
-	char              buf[];     /* the key and args, NUL-terminated */
+	uint8_t           nargs;
+	uint8_t           resent;
+	char              buf[];     /* key\0 arg\0 ... */
 };
+
+static void call_cb(redisAsyncContext *ac, void *reply, void *priv);
+
+/* Send q as EVALSHA, or after a NOSCRIPT as EVAL (which loads it). */
+static int
+call_send(struct call *q)
+{
+	const char *argv[4 + 8];
+	const char *p = q->buf;
+	int i;
+
+	argv[0] = q->resent ? "EVAL" : "EVALSHA";
+	argv[1] = q->resent ? q->script->text : script_sha(q->script);
+	argv[2] = "1";
+	for (i = 0; i < 1 + q->nargs; i++) {
+		argv[3 + i] = p;
+		p += strlen(p) + 1;
+	}
+	return cmd_argv(call_cb, q, 4 + q->nargs, argv, NULL);
+}
 
 static void
 call_cb(redisAsyncContext *ac, void *reply, void *priv)
@@ -235,9 +257,7 @@ call_cb(redisAsyncContext *ac, void *reply, void *priv)
 	if (rep != NULL && rep->type == REDIS_REPLY_ERROR && !q->resent &&
 	    ac == r.cmd && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
 		q->resent = 1;
-		q->argv[0] = "EVAL";
-		q->argv[1] = q->script->text;
-		if (cmd_argv(call_cb, q, q->argc, q->argv, NULL) == 0)
+		if (call_send(q) == 0)
 			return;
 	}
 	q->fn(reply, q->arg);
@@ -266,20 +286,15 @@ eval(struct script *script, const char *user, const char *const *args,
 	q->fn = fn;
 	q->arg = arg_fn;
 	q->script = script;
-	q->argc = 4 + nargs;
+	q->nargs = (uint8_t)nargs;
 	q->resent = 0;
-	q->argv[0] = "EVALSHA";
-	q->argv[1] = script_sha(script);
-	q->argv[2] = "1";
 	memcpy(q->buf, key, len[0]);
-	q->argv[3] = q->buf;
 	off = len[0];
 	for (i = 0; i < nargs; i++) {
 		memcpy(q->buf + off, args[i], len[i + 1]);
-		q->argv[4 + i] = q->buf + off;
 		off += len[i + 1];
 	}
-	if (cmd_argv(call_cb, q, q->argc, q->argv, NULL) != 0) {
+	if (call_send(q) != 0) {
 		free(q);
 		return -1;
 	}

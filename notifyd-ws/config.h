@@ -28,6 +28,7 @@ struct ntws_config {
 	long long            max_conns_per_user;
 	const char          *private_prefix;    /* "": every channel */
 	double               jwt_leeway;        /* seconds: token ends at exp + it */
+	double               jwt_max_age;       /* seconds, 0: off; a token ends at iat + it */
 	double               ping_interval;     /* seconds */
 	double               ping_timeout;
 	double               write_timeout;

@@ -207,14 +207,15 @@ read_ask(const struct ntws_http_req *req, struct ws_ask *a)
 #define EXPIRY_NOTICE_MAX_S 30.0   /* the most a 4002 comes before exp */
 
 /*
- * When to close a connection whose token has claims (0: never, the
- * token has no exp). Its client is told with 4002 a little before exp,
- * so that it fetches a new token and resumes while this one is still
- * good: a tenth of the token's lifetime ahead (exp - iat; without iat,
- * what is left of it at connect), at most 30 s, on a whole second. A
- * connection opened after that point (its client came back with the
- * same token) is closed when the token stops being accepted, at exp +
- * --jwt-leeway: one token never makes a reconnect loop.
+ * When to close a connection whose token has claims (0: never: the
+ * token has no exp, and --max-token-age is off). Its client is told
+ * with 4002 a little before exp, so that it fetches a new token and
+ * resumes while this one is still good: a tenth of the token's lifetime
+ * ahead (exp - iat; without iat, what is left of it at connect), at most
+ * 30 s, on a whole second. A connection opened after that point (its
+ * client came back with the same token) is closed when the token stops
+ * being accepted, at exp + --jwt-leeway: one token never makes a
+ * reconnect loop.
  */
 static time_t
 close_time(const json_t *claims, time_t now)
@@ -224,6 +225,17 @@ close_time(const json_t *claims, time_t now)
 	time_t exp;
 
 	if (nt_jwt_claims_exp(claims, &exp) != 0)
+		exp = 0;
+	/* --max-token-age ends a token too, at iat + it (iat is then
+	 * required, and exp, when given, comes no later): this is what ends
+	 * a token without exp under --require-exp no. */
+	if (h.cfg->jwt_max_age > 0 && json_is_number(iat)) {
+		double end = floor(json_number_value(iat) + h.cfg->jwt_max_age);
+
+		if (exp == 0 || end < (double)exp)
+			exp = (time_t)end;
+	}
+	if (exp == 0)
 		return 0;
 	if (json_is_number(iat) && json_number_value(iat) < (double)exp)
 		life = (double)exp - json_number_value(iat);

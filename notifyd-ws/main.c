@@ -354,6 +354,7 @@ main(int argc, char **argv)
 	if ((rc = jwt_config(&jc)) != 0)
 		return rc;
 	cfg.jwt_leeway = (double)(opt.jwt_leeway_ms / 1000);
+	cfg.jwt_max_age = (double)((opt.jwt_max_age_ms + 999) / 1000);
 	nt_log_init(PROG, opt.log_level);
 	if (nt_jwt_verifier_new(&jc, &jwt, err, sizeof(err)) != 0)
 		return fail(NT_EXIT_CONFIG, "JWT key: %s", err);

@@ -132,3 +132,16 @@ def test_messages_across_the_close_all_arrive_after_resuming(server, redis):
         t.join(timeout=10)
     assert closes == [4002]
     assert got == sent, "lost, repeated or reordered messages"
+
+
+def test_max_token_age_ends_a_token_without_exp(server):
+    """Under --require-exp no, a token without exp is still refused once
+    it is older than --max-token-age: its connection is closed with 4002
+    a little before iat + that age, as one with exp is before exp."""
+    port = server("--require-exp", "no", "--max-token-age", "6s")
+    now = int(time.time())
+    ws = connect(port, mint(iat=now, ttl=None))
+    ws.ping_ok()
+    code, reason = ws.expect_close(timeout=10)
+    assert (code, reason) == (4002, "token expired")
+    assert time.time() < now + 6 + 1, "closed after iat + max age"

@@ -39,23 +39,6 @@ static struct {
 
 static struct ntws_config cfg;
 
-static int
-opt_redis_url(const struct nt_opt *o, const char *value, char *err,
-    size_t errlen)
-{
-	return nt_redis_url_parse(value, o->dst, err, errlen);
-}
-
-static int
-opt_prefix(const struct nt_opt *o, const char *value, char *err,
-    size_t errlen)
-{
-	if (nt_prefix_valid(value, err, errlen) != 0)
-		return -1;
-	*(const char **)o->dst = value;
-	return 0;
-}
-
 /* A user id (notifyd(7)): the token subject and the instance id. */
 static int
 opt_user_id(const struct nt_opt *o, const char *value, char *err,
@@ -84,13 +67,8 @@ static const struct nt_opt opts[] = {
 	{ "listen", 0, "host:port", "NOTIFYD_WS_LISTEN", "127.0.0.1:8080",
 	  nt_opt_listen, &cfg.listen, 0, 0,
 	  "where to listen; :port means every IPv4 interface" },
-	{ "redis", 0, "url", "NOTIFYD_REDIS_URL", NT_DEFAULT_REDIS_URL,
-	  opt_redis_url, &cfg.redis, 0, 0,
-	  "Redis server: redis://[[user]:password@]host[:port][/db] or "
-	  "unix:///path" },
-	{ "redis-prefix", 0, "prefix", "NOTIFYD_REDIS_PREFIX", "",
-	  opt_prefix, &cfg.prefix, 0, 0,
-	  "prefix of every Redis key and channel (none by default)" },
+	NT_REDIS_OPT_URL(&cfg.redis),
+	NT_REDIS_OPT_PREFIX(&cfg.prefix),
 	{ "redis-timeout", 0, "duration", "NOTIFYD_REDIS_TIMEOUT", "5s",
 	  nt_opt_seconds, &cfg.redis_timeout, 1, 0,
 	  "deadline to connect to Redis and of the checks of each connection" },

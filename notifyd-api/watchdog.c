@@ -181,10 +181,11 @@ api_watch_add(struct api_watchdog *w, int fd, const char *peer)
 	if (e == NULL)
 		return NULL;
 	e->fd = fd;
-	e->state = WATCH_IDLE;
-	e->idle_us = api_now_us();
-	/* Bytes already there count from now: the connection is new. */
-	e->bytes_mark = 0;
+	/* A new connection's first request is timed from the accept, as
+	 * nginx's client_header_timeout is: a socket that sends nothing at
+	 * all holds its slot no longer than one that drips. */
+	e->state = WATCH_RECEIVING;
+	e->start_us = api_now_us();
 	snprintf(e->peer, sizeof(e->peer), "%s", peer);
 	pthread_mutex_lock(&w->lock);
 	e->next = w->head;

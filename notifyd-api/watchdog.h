@@ -1,6 +1,7 @@
 /*
  * watchdog: a deadline on receiving each whole request (head and body),
- * counted from its first byte, which libmicrohttpd does not have: its
+ * counted from its first byte (a connection's first request: from the
+ * accept), which libmicrohttpd does not have: its
  * --connection-timeout is an idle timer that every byte resets, so a
  * client dripping one byte at a time holds a connection slot for ever.
  *
@@ -35,8 +36,9 @@ int api_watchdog_start(uint64_t limit_us, struct api_watchdog **out,
 void api_watchdog_stop(struct api_watchdog *w);
 
 /*
- * A new connection on fd, from peer (copied, for the log line). Waits
- * for its first byte. NULL when out of memory: the connection then goes
+ * A new connection on fd, from peer (copied, for the log line). Its
+ * first request's deadline runs from now. NULL when out of memory: the
+ * connection then goes
  * unwatched, which only loses the deadline.
  */
 struct api_watch *api_watch_add(struct api_watchdog *w, int fd,

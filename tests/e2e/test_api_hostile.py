@@ -139,6 +139,30 @@ def test_slow_heads_are_cut_off_and_healthz_gets_in(redis, daemons, tmp_path):
                      "within --request-timeout") == 5, log
 
 
+def test_silent_sockets_are_cut_off_and_healthz_gets_in(redis, daemons,
+                                                       tmp_path):
+    """A connection's first request is timed from the accept: sockets
+    that connect and never send a byte hold their slots no longer than
+    --request-timeout, not for the whole idle timeout."""
+    api = start_api(daemons, redis, tmp_path, "--max-connections", "5",
+                    "--request-timeout", "2s", "--connection-timeout", "60s")
+    socks = [socket.create_connection(("127.0.0.1", api.port))
+             for _ in range(5)]
+    try:
+        time.sleep(0.3)   # every slot taken by a silent socket
+        r = api.get("/healthz", key=None, timeout=DEADLINE + MARGIN)
+        assert r.status == 200
+        assert 0.8 < r.elapsed < DEADLINE + MARGIN
+        for s in socks:   # each one was shut down by the server: EOF
+            s.settimeout(MARGIN)
+            assert s.recv(1) == b""
+        assert metric_value(api.metrics(),
+                            "notifyd_api_request_timeouts_total") == 5
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_slow_body_is_cut_off_and_nothing_stored(redis, daemons, tmp_path):
     api = start_api(daemons, redis, tmp_path, "--request-timeout", "2s")
     body = json.dumps({"target_user": "alice", "content": "x" * 100}).encode()

@@ -145,9 +145,27 @@ class Cluster:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.out.close()
-        for pid in self.pids:      # daemons left behind: a failure
+        # Daemons left behind are a failure of the test, never of the
+        # next one: kill them all, also those supervisord started after
+        # self.pids was read (a restart racing its shutdown). Each one
+        # carries this cluster's CLUSTER_DIR in its environment.
+        for pid in self.pids | self.processes_of_this_cluster():
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+    def processes_of_this_cluster(self):
+        mark = f"CLUSTER_DIR={self.dir}".encode()
+        found = set()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if mark in f.read().split(b"\0"):
+                        found.add(int(entry))
+            except OSError:
+                pass     # gone, or not ours to read
+        return found
 
     # -- HTTP through nginx, and to the daemons directly --
 

@@ -2,51 +2,15 @@
 // WebSocket class injected into the client and fake timers
 // (fake-timers.mjs), so reconnect, backoff and heartbeat run in virtual
 // time, on Debian 12's Node 18 as on newer ones.
-import { test, beforeEach, afterEach } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { NotificationClient, States } from '../../clients/js/notify-client.js';
-import { makeFakeWebSocket } from './fake-websocket.mjs';
-import { installFakeTimers } from './fake-timers.mjs';
+import {
+  useFakes, makeClient, last, record, sockets, clock, flush, FakeWebSocket, URL_WS,
+} from './harness.mjs';
 
-const URL_WS = 'ws://127.0.0.1:8080/ws/notifications';
-let FakeWebSocket;
-let sockets;
-let clock;
-
-beforeEach(() => {
-  ({ FakeWebSocket, sockets } = makeFakeWebSocket());
-  clock = installFakeTimers();
-});
-
-afterEach(() => {
-  clock.uninstall();
-});
-
-function makeClient(options = {}, token = 'tok.en.1') {
-  return new NotificationClient(URL_WS, token, {
-    WebSocket: FakeWebSocket,
-    random: () => 0, // no jitter unless a test asks for it
-    ...options,
-  });
-}
-
-function last() {
-  return sockets[sockets.length - 1];
-}
-
-function record(client, ...names) {
-  const seen = [];
-  for (const name of names) {
-    client.onEvent(name, (detail) => seen.push({ name, ...detail }));
-  }
-  return seen;
-}
-
-// Let promise callbacks (async token providers) run.
-async function flush() {
-  for (let i = 0; i < 5; i++) await Promise.resolve();
-}
+useFakes();
 
 function note(id, type = 'info', extra = {}) {
   return { id, type, content: `content of ${id}`, data: {}, timestamp: '2026-11-26T22:43:46.123Z',

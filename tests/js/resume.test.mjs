@@ -3,47 +3,17 @@
 // (an id kept across page loads), the server's resume control frame, and
 // dedup across reconnects. Fake WebSocket and fake timers
 // (fake-timers.mjs, not node:test's mock timers, broken on Node 18).
-import { test, beforeEach, afterEach } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { NotificationClient, States } from '../../clients/js/notify-client.js';
-import { makeFakeWebSocket } from './fake-websocket.mjs';
-import { installFakeTimers } from './fake-timers.mjs';
+import { States } from '../../clients/js/notify-client.js';
+import {
+  useFakes, makeClient, last, record, sockets, clock,
+} from './harness.mjs';
 
-const URL_WS = 'ws://127.0.0.1:8080/ws/notifications';
 const KEY = 'notifyd:last-id:alice';
-let FakeWebSocket;
-let sockets;
-let clock;
 
-beforeEach(() => {
-  ({ FakeWebSocket, sockets } = makeFakeWebSocket());
-  clock = installFakeTimers();
-});
-
-afterEach(() => {
-  clock.uninstall();
-});
-
-function makeClient(options = {}) {
-  return new NotificationClient(URL_WS, 'tok.en.1', {
-    WebSocket: FakeWebSocket,
-    random: () => 0,
-    ...options,
-  });
-}
-
-function last() {
-  return sockets[sockets.length - 1];
-}
-
-function record(client, ...names) {
-  const seen = [];
-  for (const name of names) {
-    client.onEvent(name, (detail) => seen.push({ name, ...detail }));
-  }
-  return seen;
-}
+useFakes();
 
 // A targeted message of alice's log at position seq.
 function logged(id, seq, extra = {}) {

@@ -4,50 +4,15 @@
 // and reconnects at once, resuming with since=, or, without a hook,
 // reconnects as after any drop. Fake WebSocket and fake timers
 // (fake-timers.mjs, not node:test's mock timers, broken on Node 18).
-import { test, beforeEach, afterEach } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { NotificationClient, States } from '../../clients/js/notify-client.js';
-import { makeFakeWebSocket } from './fake-websocket.mjs';
-import { installFakeTimers } from './fake-timers.mjs';
+import {
+  useFakes, freshSockets, makeClient, last, record, sockets, clock, flush, FakeWebSocket, URL_WS,
+} from './harness.mjs';
 
-const URL_WS = 'ws://127.0.0.1:8080/ws/notifications';
-let FakeWebSocket;
-let sockets;
-let clock;
-
-beforeEach(() => {
-  ({ FakeWebSocket, sockets } = makeFakeWebSocket());
-  clock = installFakeTimers();
-});
-
-afterEach(() => {
-  clock.uninstall();
-});
-
-function makeClient(options = {}, token = 'tok.en.1') {
-  return new NotificationClient(URL_WS, token, {
-    WebSocket: FakeWebSocket,
-    random: () => 0,
-    ...options,
-  });
-}
-
-function last() {
-  return sockets[sockets.length - 1];
-}
-
-function record(client, ...names) {
-  const seen = [];
-  for (const name of names) {
-    client.onEvent(name, (detail) => seen.push({ name, ...detail }));
-  }
-  return seen;
-}
-
-async function flush() {
-  for (let i = 0; i < 5; i++) await Promise.resolve();
-}
+useFakes();
 
 function logged(id, seq) {
   return { id, type: 'info', content: `content of ${id}`, data: {}, timestamp: '2026-11-26T22:43:46.123Z',
@@ -145,7 +110,7 @@ test('without refreshToken, a token function is asked again for the reconnect', 
 
 test('a hook that gives no new token, the same one, or fails falls back to the backoff', async () => {
   for (const hook of [() => null, () => 'tok.en.1', async () => { throw new Error('offline'); }]) {
-    ({ FakeWebSocket, sockets } = makeFakeWebSocket());
+    freshSockets();
     const client = makeClient({ refreshToken: hook });
     const errors = record(client, 'error');
     connectedAt(client);

@@ -187,15 +187,21 @@ read_settings(int argc, char **argv, struct tail *t)
 		    argv[first]);
 	if (nt_key_channel(t->chan, sizeof(t->chan), cfg.redis_prefix) < 0)
 		errx(NT_EXIT_CONFIG, "redis prefix too long");
+	/* Names are data, checked as every program checks them. */
+	if (cfg.user && nt_user_valid(cfg.user, err, sizeof(err)) != 0)
+		errx(NT_EXIT_DATAERR, "-u: %s", err);
 	if (cfg.offline && nt_user_valid(cfg.offline, err, sizeof(err)) != 0)
 		errx(NT_EXIT_DATAERR, "--offline: %s", err);
+	if (cfg.channel && nt_channel_valid(cfg.channel, err,
+	    sizeof(err)) != 0)
+		errx(NT_EXIT_DATAERR, "-c: %s", err);
+	if (cfg.type && nt_type_valid(cfg.type, err, sizeof(err)) != 0)
+		errx(NT_EXIT_DATAERR, "-t: %s", err);
 	if (cfg.since && cfg.offline)
 		errx(NT_EXIT_USAGE, "--since and --offline exclude each other");
 	if (cfg.since && !cfg.user)
 		errx(NT_EXIT_USAGE, "--since needs -u USER: it follows one "
 		    "user's log");
-	if (cfg.since && nt_user_valid(cfg.user, err, sizeof(err)) != 0)
-		errx(NT_EXIT_DATAERR, "-u: %s", err);
 	if (cfg.since)
 		t->follow = follow_new(cfg.since);
 	t->ready_fd = cfg.ready_fd;

@@ -364,8 +364,12 @@ def test_unreadable_command_line_is_64(prog, args, line):
     (["-u", "alice", "--since", "01a21a0b-0001-7000-8000-00000000000g"],
      "--since '01a21a0b-0001-7000-8000-00000000000g': neither a message id "
      "(a UUID) nor a duration (e.g. 10m)"),
-    (["-u", "bad user", "--since", "10m"],
-     "-u: user id may only contain"),
+    # Names are checked as every program checks them (notifyd(7)).
+    (["-u", "bad user", "--since", "10m"], "-u: user id may only contain"),
+    (["-u", "bad user"], "-u: user id may only contain"),
+    (["--offline", "a{b}"], "--offline: user id may only contain"),
+    (["-c", "news!"], "-c: channel may only contain"),
+    (["-t", "x" * 65], "-t: type is longer than 64 bytes"),
 ])
 def test_tail_bad_since_is_65(args, line):
     p = run("notify-tail", *args)

@@ -181,7 +181,7 @@ check: deps
 # under valgrind (tools/valgrind-wrap.sh); any report fails the test.
 VALGRIND_TESTS ?= tests/e2e/test_send.py tests/e2e/test_tail.py \
 	tests/e2e/test_api.py tests/e2e/test_ws_delivery.py tests/e2e/test_ws_protocol.py \
-	tests/e2e/test_ws_review.py
+	tests/e2e/test_ws_review.py tests/e2e/test_ws_private.py tests/e2e/test_strict_send.py
 valgrind: all
 	sh tools/valgrind-wrap.sh
 	NOTIFYD_BIN=$(CURDIR)/build/valgrind/bin $(PYTHON) -m pytest -q $(VALGRIND_TESTS) $(PYTEST_ARGS)

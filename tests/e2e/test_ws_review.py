@@ -117,8 +117,11 @@ def test_replies_to_a_client_that_never_reads_are_bounded(
            "subscribe": frame(OP_TEXT, json.dumps(
                {"type": "subscribe", "channel": "c" * 60}))}[kind]
     try:
-        # About 2 MB of replies: far over the 64k limit.
-        for _ in range(40):
+        # Until the server gives up on it, at most 300,000 requests: the
+        # replies must outgrow the daemon's socket send buffer (Linux
+        # grows it up to 4 MB on loopback when writes come slowly, as
+        # under valgrind) before anything waits in its queue.
+        for _ in range(300):
             s.sendall(one * 1000)
             if metric(port, "notifyd_ws_slow_consumers_total") == 1:
                 break
@@ -126,7 +129,7 @@ def test_replies_to_a_client_that_never_reads_are_bounded(
         pass   # closed by the server: what we want
     try:
         wait_for(lambda: metric(port, "notifyd_ws_slow_consumers_total") == 1,
-                 5, "the flooder closed as a slow consumer")
+                 10, "the flooder closed as a slow consumer")
         assert metric(port, "notifyd_ws_send_queue_bytes") < 256 * 1024
         bystander.ping_ok()
     finally:

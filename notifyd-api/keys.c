@@ -18,7 +18,8 @@ name_valid(const char *s, size_t n)
 	if (n == 0 || n > API_NAME_MAX)
 		return 0;
 	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && !strchr("_.:@-", s[i]))
+		if (!isalnum((unsigned char)s[i]) &&
+		    (s[i] == '\0' || !strchr("_.:@-", s[i])))
 			return 0;
 	return 1;
 }
@@ -151,7 +152,14 @@ api_keys_load(const char *path, struct api_keypair **out, size_t *n,
 		snprintf(err, errlen, "%s", ferr);
 		return -1;
 	}
-	rc = api_keys_parse(buf, path, out, n, err, errlen);
+	/* The parser reads a C string: what follows a NUL would be lost. */
+	if (memchr(buf, '\0', len) != NULL) {
+		snprintf(err, errlen, "%s: a NUL byte at offset %zu: not a "
+		    "text file", path, (size_t)((char *)memchr(buf, '\0',
+		    len) - buf));
+		rc = -1;
+	} else
+		rc = api_keys_parse(buf, path, out, n, err, errlen);
 	explicit_bzero(buf, len);
 	free(buf);
 	return rc;

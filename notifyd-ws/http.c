@@ -22,8 +22,10 @@ ntws_str_eq(struct ntws_str s, const char *c)
 static int
 is_tchar(unsigned char ch)
 {
+	/* ch != 0: strchr() finds the terminating NUL too. */
 	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-	    (ch >= '0' && ch <= '9') || strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+	    (ch >= '0' && ch <= '9') ||
+	    (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
 }
 
 static struct ntws_str

@@ -124,6 +124,7 @@ static void
 keys_load_reads_the_file(void **state)
 {
 	char path[] = "/tmp/test_api_keys.XXXXXX", err[256];
+	char nul_path[] = "/tmp/test_api_keys.XXXXXX";
 	struct api_keypair *k;
 	size_t n;
 	int fd = mkstemp(path);
@@ -137,6 +138,15 @@ keys_load_reads_the_file(void **state)
 	api_keypairs_free(k, n);
 	unlink(path);
 	assert_int_equal(api_keys_load(path, &k, &n, err, sizeof(err)), -1);
+
+	/* A NUL byte would hide every line after it from the parser. */
+	fd = mkstemp(nul_path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "svc " KEY1 "\n\0ops " KEY1 "\n", 42), 42);
+	close(fd);
+	assert_int_equal(api_keys_load(nul_path, &k, &n, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "a NUL byte at offset 21"));
+	unlink(nul_path);
 }
 
 static void

@@ -118,6 +118,11 @@ bad_request_lines(void **state)
 		"GET /\r\n\r\n",                    /* no version */
 		"GET\r\n\r\n",
 	};
+
+	/* NUL bytes in a token (found by fuzz_handshake: strchr() took the
+	 * terminating NUL for one of the token characters). */
+	static const char nul_method[] = "GE\0T / HTTP/1.1\r\n\r\n";
+	static const char nul_name[] = "GET / HTTP/1.1\r\nHo\0st: x\r\n\r\n";
 	struct ntws_http_req req;
 	size_t i;
 
@@ -125,6 +130,10 @@ bad_request_lines(void **state)
 		if (parse(bad[i], &req) != NTWS_HTTP_BAD)
 			fail_msg("accepted request line %zu: %s", i, bad[i]);
 	}
+	assert_int_equal(ntws_http_parse(nul_method, sizeof(nul_method) - 1,
+	    &req), NTWS_HTTP_BAD);
+	assert_int_equal(ntws_http_parse(nul_name, sizeof(nul_name) - 1,
+	    &req), NTWS_HTTP_BAD);
 }
 
 static void

@@ -284,7 +284,7 @@ ntws_http_bearer_token(struct ntws_str v, char *out, size_t outlen)
 {
 	const char *p = v.p, *end, *comma;
 	struct ntws_str t;
-	int bearer = 0;
+	int bearer = 0, other = 0;
 
 	out[0] = '\0';
 	if (v.p == NULL)
@@ -297,7 +297,9 @@ ntws_http_bearer_token(struct ntws_str v, char *out, size_t outlen)
 		t = trim(p, (size_t)(comma - p));
 		if (ntws_str_eq(t, "bearer"))
 			bearer = 1;
-		else if (t.len > 0 && out[0] == '\0' && t.len < outlen) {
+		else if (t.len > 0 && !other++ && t.len < outlen) {
+			/* The first other item only: one too long for out
+			 * is no token, never a later item instead. */
 			memcpy(out, t.p, t.len);
 			out[t.len] = '\0';
 		}

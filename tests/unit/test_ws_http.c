@@ -327,6 +327,10 @@ bearer_token_in_the_protocol_header(void **state)
 	assert_int_equal(ntws_http_bearer_token(str("bearer, "
 	    "0123456789abcdefXYZ"), out, sizeof(out)), 1);
 	assert_string_equal(out, "");
+	/* ...and no later item takes its place (found by fuzz_handshake). */
+	assert_int_equal(ntws_http_bearer_token(str("0123456789abcdefXYZ, "
+	    "bearer, o"), out, sizeof(out)), 1);
+	assert_string_equal(out, "");
 	/* No "bearer": no token, whatever else is offered. */
 	assert_int_equal(ntws_http_bearer_token(str("chat, tok.en"), out,
 	    sizeof(out)), 0);

@@ -25,7 +25,7 @@ import websockets
 
 from conftest import free_port, run
 from wsproto import (OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWS, arun, frame,
-                     mint, start_ws)
+                     mint, split_frames, start_ws)
 from wsutil import (Resp, http_get, log_key, message, metric, read_mark,
                     recv_json, recv_none, send_many, send_targeted,
                     targeted_cmd, uuid7, wait_for, ws_connect)
@@ -96,19 +96,8 @@ def drain_frames(sock, timeout=10.0):
         except ConnectionResetError:
             chunk = b""
         buf += chunk
-        while len(buf) >= 2:
-            n, off = buf[1] & 0x7F, 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, off = struct.unpack("!H", buf[2:4])[0], 4
-            elif n == 127:
-                if len(buf) < 10:
-                    break
-                n, off = struct.unpack("!Q", buf[2:10])[0], 10
-            if len(buf) < off + n:
-                break
-            op, payload, buf = buf[0] & 0x0F, buf[off:off + n], buf[off + n:]
+        frames, buf = split_frames(buf)
+        for op, payload in frames:
             if op == OP_TEXT:
                 texts.append(json.loads(payload))
             elif op == OP_CLOSE:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from wsproto import (OP_BINARY, OP_PING, OP_PONG, OP_TEXT, RawWS, frame,
-                     mint, start_ws)
+                     mint, split_frames, start_ws)
 from wsutil import (Resp, message, metric, read_mark, store_offline,
                     targeted_cmd, wait_for)
 
@@ -192,19 +192,8 @@ def _read_frames(sock, want_ids, deadline):
         if not chunk:
             break
         buf += chunk
-        while len(buf) >= 2:
-            n, off = buf[1] & 0x7F, 2
-            if n == 126:
-                if len(buf) < 4:
-                    break
-                n, off = struct.unpack("!H", buf[2:4])[0], 4
-            elif n == 127:
-                if len(buf) < 10:
-                    break
-                n, off = struct.unpack("!Q", buf[2:10])[0], 10
-            if len(buf) < off + n:
-                break
-            op, payload, buf = buf[0] & 0x0F, buf[off:off + n], buf[off + n:]
+        frames, buf = split_frames(buf)
+        for op, payload in frames:
             if op == OP_TEXT:
                 try:
                     mid = json.loads(payload)["id"]

@@ -272,6 +272,27 @@ def frame(opcode, payload=b"", fin=True, mask=True, rsv=0):
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 
 
+def split_frames(buf):
+    """The whole unmasked server frames at the start of buf, as
+    [(opcode, payload)], and the bytes left over (a frame still coming)."""
+    frames = []
+    while len(buf) >= 2:
+        n, off = buf[1] & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n, off = struct.unpack("!H", buf[2:4])[0], 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n, off = struct.unpack("!Q", buf[2:10])[0], 10
+        if len(buf) < off + n:
+            break
+        frames.append((buf[0] & 0x0F, buf[off:off + n]))
+        buf = buf[off + n:]
+    return frames, buf
+
+
 class Closed(Exception):
     """The TCP connection ended (no close frame)."""
 
